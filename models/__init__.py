@@ -1,0 +1,1 @@
+"""The things under test: the encoder and the attention registry (plain PyTorch)."""

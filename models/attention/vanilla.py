@@ -1,0 +1,34 @@
+"""Exact softmax attention, the baseline every other mechanism is compared with.
+
+``impl: sdpa`` uses torch's fused ``scaled_dot_product_attention`` (flash / memory-efficient
+kernels); ``impl: naive`` materialises the (N, N) score matrix with einsum, as the LRA
+paper's Transformer did, and is what memory comparisons call "vanilla naive".
+"""
+
+from __future__ import annotations
+
+import torch.nn.functional as F
+from torch import Tensor
+
+from models.attention import register
+from models.attention._common import QKVAttention, key_mask_for_sdpa, masked_softmax_attention
+
+IMPLS = ("sdpa", "naive")
+
+
+@register("vanilla")
+class VanillaAttention(QKVAttention):
+    """softmax(Q K^T / sqrt(d) + key padding bias) V per head, then W_o."""
+
+    def __init__(self, *, d_model: int, n_heads: int, dropout: float = 0.0, impl: str = "sdpa"):
+        super().__init__(d_model=d_model, n_heads=n_heads, dropout=dropout)
+        if impl not in IMPLS:
+            raise ValueError(f"vanilla impl must be one of {IMPLS}, got '{impl}'")
+        self.impl = impl
+
+    def attend(self, q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None) -> Tensor:
+        key_mask = key_mask_for_sdpa(mask)  # (B, 1, 1, N), True = attend
+        p = self.dropout if self.training else 0.0
+        if self.impl == "naive":
+            return masked_softmax_attention(q, k, v, key_mask, p, self.training)
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=key_mask, dropout_p=p)

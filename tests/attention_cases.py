@@ -1,0 +1,14 @@
+"""Small-size options per mechanism for the shared attention suite (B=2, N=64, D=32, H=4).
+
+Each registered mechanism must have an entry; the suite fails if one is missing, so a new
+mechanism cannot skip the shared rules.
+"""
+
+CASES: dict[str, dict] = {
+    "vanilla": {},
+    "vanilla[naive]": {"impl": "naive"},
+}
+
+
+def name_of(case: str) -> str:
+    return case.split("[")[0]
