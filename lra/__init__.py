@@ -1,0 +1,1 @@
+"""The LRA harness: data, training, measurement, results and command lines."""
