@@ -1,0 +1,104 @@
+"""Measurement callbacks: optimizer-step time, throughput and peak memory."""
+
+from __future__ import annotations
+
+import logging
+import math
+import resource
+import statistics
+import time
+
+import lightning as L
+import torch
+
+log = logging.getLogger(__name__)
+
+
+def _sync(module: L.LightningModule) -> None:
+    if module.device.type == "cuda":
+        torch.cuda.synchronize(module.device)
+
+
+class StepTimer(L.Callback):
+    """Times each training step (forward, backward, optimizer), CUDA synchronised.
+
+    The first ``warmup`` steps are not timed (allocator warm-up, kernel selection). Reports the
+    median step time and throughput over the timed steps: ``tokens_per_s`` counts real
+    (non-padding) tokens, ``all_tokens_per_s`` every position.
+    """
+
+    def __init__(self, warmup: int = 5):
+        self.warmup = warmup
+        self.times: list[float] = []
+        self.real_tokens = self.all_tokens = self.samples = 0
+        self._t0 = 0.0
+        self._seen = 0
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        _sync(pl_module)
+        self._t0 = time.perf_counter()
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        _sync(pl_module)
+        dt = time.perf_counter() - self._t0
+        self._seen += 1
+        if self._seen <= self.warmup:
+            return
+        self.times.append(dt)
+        ids = batch["ids"]
+        mask = pl_module.mask(ids)
+        self.all_tokens += ids.numel()
+        self.real_tokens += ids.numel() if mask is None else int(mask.sum())
+        self.samples += len(ids)
+        pl_module.log("perf/step_ms", 1000 * dt, on_step=True, on_epoch=False)
+
+    def summary(self) -> dict[str, float | None]:
+        if not self.times:
+            return {"step_time_ms": None, "tokens_per_s": None, "all_tokens_per_s": None, "samples_per_s": None,
+                    "timed_steps": 0}
+        total = sum(self.times)
+        return {
+            "step_time_ms": 1000 * statistics.median(self.times),
+            "tokens_per_s": self.real_tokens / total,
+            "all_tokens_per_s": self.all_tokens / total,
+            "samples_per_s": self.samples / total,
+            "timed_steps": len(self.times),
+        }
+
+
+class PeakMemory(L.Callback):
+    """Peak memory in MB: CUDA allocator peak on GPU (reset at fit start), process peak RSS on CPU."""
+
+    def __init__(self):
+        self.device_type = "cpu"
+
+    def on_fit_start(self, trainer, pl_module) -> None:
+        self.device_type = pl_module.device.type
+        if self.device_type == "cuda":
+            torch.cuda.reset_peak_memory_stats(pl_module.device)
+
+    def peak_mb(self) -> float:
+        if self.device_type == "cuda":
+            return torch.cuda.max_memory_allocated() / 2**20
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        pl_module.log("perf/peak_mem_mb", self.peak_mb())
+
+
+class NonFiniteLoss(L.Callback):
+    """Stops the run at the first NaN/inf training loss, naming the step and the last finite loss."""
+
+    def __init__(self):
+        self.last_finite: float | None = None
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        loss = outputs["loss"] if isinstance(outputs, dict) else outputs
+        value = float(loss.detach())
+        if math.isfinite(value):
+            self.last_finite = value
+            return
+        raise FloatingPointError(
+            f"training loss became {value} at step {trainer.global_step}; last finite loss "
+            f"{self.last_finite}. Lower optim.lr, raise optim.warmup_steps or use trainer.gradient_clip_val."
+        )

@@ -1,0 +1,123 @@
+"""``lra-data``: get a task's data ready once, check it, describe it.
+
+    lra-data prepare listops                                  # our generator, LRA settings
+    lra-data prepare listops --source release --path ~/lra_release
+    lra-data prepare listops experiment=quickstart            # the settings of an experiment
+    lra-data generate listops --out DIR [task.generator.n_train=1000 ...]
+    lra-data verify listops                                   # checksums against the manifest
+    lra-data info listops
+
+Trailing ``key=value`` arguments are Hydra overrides of the training config, so the data
+is prepared exactly as ``lra-train`` with the same overrides will look for it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+
+from omegaconf import OmegaConf
+
+from lra.data import listops
+from lra.data.prepared import prepared_dir, read_manifest, verify
+from lra.data.tasks import TASKS, get_task
+
+log = logging.getLogger("lra.data")
+
+
+def _task_cfg(task: str, overrides: list[str]) -> tuple[dict, str]:
+    from lra.config import compose_config
+
+    cfg = compose_config([f"task={task}", *overrides])
+    return OmegaConf.to_container(cfg.task, resolve=True), cfg.paths.data_dir
+
+
+def cmd_prepare(a: argparse.Namespace) -> int:
+    task, data_dir = _task_cfg(a.task, a.overrides)
+    spec = get_task(a.task)
+    source = a.source or task["source"]
+    if source not in spec.sources:
+        raise SystemExit(f"lra-data: task '{a.task}' has no source '{source}'; valid sources: {', '.join(spec.sources)}")
+    out = prepared_dir(data_dir, a.task, task["profile"])
+    if read_manifest(out) is not None and not a.force:
+        print(f"{out} is already prepared (use --force to prepare it again)")
+        return 0
+    folder = spec.prepare({**task, "source": source, "path": a.path or task.get("path")}, data_dir, source=source,
+                          path=a.path or task.get("path"), workers=a.workers)
+    _print_info(folder)
+    return 0
+
+
+def cmd_generate(a: argparse.Namespace) -> int:
+    if a.task != "listops":
+        raise SystemExit(f"lra-data generate: no generator for '{a.task}'")
+    task, _ = _task_cfg(a.task, a.overrides)
+    cfg = listops.GeneratorConfig(**task["generator"])
+    folder = listops.write_release(a.out, listops.generate(cfg, workers=a.workers))
+    print(f"wrote {folder}/basic_{{train,val,test}}.tsv ({cfg.n_train}/{cfg.n_val}/{cfg.n_test} expressions)")
+    return 0
+
+
+def cmd_verify(a: argparse.Namespace) -> int:
+    task, data_dir = _task_cfg(a.task, a.overrides)
+    folder = prepared_dir(data_dir, a.task, task["profile"])
+    problems = verify(folder)
+    for p in problems:
+        print(p, file=sys.stderr)
+    if not problems:
+        print(f"{folder}: every file matches its checksum")
+    return 1 if problems else 0
+
+
+def _print_info(folder) -> None:
+    m = read_manifest(folder)
+    if m is None:
+        print(f"{folder}: not prepared")
+        return
+    print(f"{folder}  (source {m['source']}, preprocessing v{m['version']}, made {m.get('created')})")
+    for split, e in m["splits"].items():
+        print(f"  {split:6s} {e['n']:8d} examples  shape {e['shape']}  {e['dtype']}")
+    print("  meta " + json.dumps(m["meta"]))
+
+
+def cmd_info(a: argparse.Namespace) -> int:
+    task, data_dir = _task_cfg(a.task, a.overrides)
+    _print_info(prepared_dir(data_dir, a.task, task["profile"]))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    p = argparse.ArgumentParser(prog="lra-data", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="command", required=True)
+    tasks = sorted(TASKS)
+
+    def add(name, fn, help_):
+        s = sub.add_parser(name, help=help_)
+        s.add_argument("task", choices=tasks)
+        s.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. experiment=quickstart task.max_len=1000")
+        s.set_defaults(fn=fn)
+        return s
+
+    s = add("prepare", cmd_prepare, "turn a raw source into prepared arrays")
+    s.add_argument("--source", help="where the data comes from (default: the task config's source)")
+    s.add_argument("--path", help="folder of the raw source (the extracted lra_release, aclImdb, ...)")
+    s.add_argument("--workers", type=int, default=2, help="worker processes for generators")
+    s.add_argument("--force", action="store_true", help="prepare again even if prepared data exists")
+    s = add("generate", cmd_generate, "write generated raw data in the release format")
+    s.add_argument("--out", required=True, help="output folder")
+    s.add_argument("--workers", type=int, default=2)
+    add("verify", cmd_verify, "check prepared files against the manifest's checksums")
+    add("info", cmd_info, "describe the prepared data")
+    a, extra = p.parse_known_args(argv)
+    unknown = [e for e in extra if e.startswith("-") or "=" not in e]
+    if unknown:
+        p.error(f"unrecognized arguments: {' '.join(unknown)}")
+    a.overrides = [*a.overrides, *extra]
+    return a.fn(a)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,130 @@
+"""The task table: how each task is prepared and what its prepared data must look like.
+
+Each task has a ``prepare(task_cfg, data_dir, source, path, workers)`` function writing the
+prepared folder, and ``expected_meta(task_cfg)``: the preprocessing settings a prepared folder
+must have been made with (a folder made with other settings is refused, never silently used).
+"""
+
+from __future__ import annotations
+
+import logging
+import shlex
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from lra.data import listops
+from lra.data.prepared import MissingDataError, PreparedWriter, prepared_dir, read_manifest
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    name: str
+    sources: tuple[str, ...]
+    prepare: Callable[..., Path]
+    expected_meta: Callable[[dict], dict]
+    generated_source: str | None = None  # a source that needs no download: prepared on first use
+
+
+TASKS: dict[str, TaskSpec] = {}
+
+
+def register_task(spec: TaskSpec) -> TaskSpec:
+    TASKS[spec.name] = spec
+    return spec
+
+
+def get_task(name: str) -> TaskSpec:
+    if name not in TASKS:
+        raise KeyError(f"unknown task '{name}'; available: {', '.join(sorted(TASKS))}")
+    return TASKS[name]
+
+
+def find_release_file(path: str | Path, relative: str) -> Path:
+    """``path/relative`` where ``path`` is the extracted release, also when nested as
+    ``lra_release/`` or ``lra_release/lra_release/`` (as the archive often extracts)."""
+    root = Path(path).expanduser()
+    candidates = [root / relative, root / "lra_release" / relative, root / "lra_release" / "lra_release" / relative]
+    for c in candidates:
+        if c.exists():
+            return c
+    raise FileNotFoundError(f"'{relative}' not found under {root} (looked in {', '.join(str(c) for c in candidates)})")
+
+
+# --- listops ---------------------------------------------------------------------------------
+
+def _listops_meta(task: dict) -> dict:
+    meta = {"max_len": int(task["max_len"]), "source": task["source"]}
+    if task["source"] == "generate":
+        meta["generator"] = listops.config_dict(listops.GeneratorConfig(**task["generator"]))
+    return meta
+
+
+def _prepare_listops(task: dict, data_dir: str | Path, *, source: str, path: str | None = None,
+                     workers: int = 1) -> Path:
+    out = prepared_dir(data_dir, "listops", task["profile"])
+    meta = _listops_meta({**task, "source": source})
+    if source == "generate":
+        cfg = listops.GeneratorConfig(**task["generator"])
+        log.info("generating ListOps %s with %d worker(s)", cfg, workers)
+        splits = listops.generate(cfg, workers=workers)
+    elif source == "release":
+        if path is None:
+            raise ValueError("--source release needs --path DIR (the extracted lra_release folder)")
+        splits = {s: list(listops.read_tsv(find_release_file(path, f"listops-1000/basic_{s}.tsv")))
+                  for s in listops.SPLITS}
+    else:
+        raise ValueError(f"listops source must be one of generate, release; got '{source}'")
+    with PreparedWriter(out, task="listops", profile=task["profile"], source=source, meta=meta) as w:
+        for split, rows in splits.items():
+            ids = listops.encode((t for t, _ in rows), task["max_len"])
+            w.add_split(split, ids, [label for _, label in rows])
+    return out
+
+
+register_task(TaskSpec("listops", ("generate", "release"), _prepare_listops, _listops_meta,
+                       generated_source="generate"))
+
+
+# --- shared entry points -----------------------------------------------------------------------
+
+def prepare_command(task: dict, overrides: list[str] | None = None) -> str:
+    """The exact ``lra-data prepare`` command for this task config."""
+    cmd = ["lra-data", "prepare", task["name"], "--source", task["source"]]
+    if task.get("path"):
+        cmd += ["--path", str(task["path"])]
+    elif task["source"] not in ("generate", "hf", "tfds"):
+        cmd += ["--path", "DIR"]
+    cmd += [o for o in overrides or [] if o.split("=")[0].lstrip("+~").startswith(("task.", "experiment", "paths."))]
+    return shlex.join(cmd).replace("'DIR'", "DIR")
+
+
+def ensure_prepared(task: dict, data_dir: str | Path, *, overrides: list[str] | None = None,
+                    workers: int = 1) -> Path:
+    """The prepared folder for ``task``; generated tasks are prepared on first use.
+
+    Missing data raises MissingDataError naming the command to run; data prepared with other
+    settings than the config asks for is refused with the differences listed.
+    """
+    spec = get_task(task["name"])
+    folder = prepared_dir(data_dir, task["name"], task["profile"])
+    manifest = read_manifest(folder)
+    if manifest is None:
+        if spec.generated_source is not None and task["source"] == spec.generated_source:
+            log.info("no prepared %s data at %s: generating it now (runs once)", task["name"], folder)
+            return spec.prepare(task, data_dir, source=task["source"], path=task.get("path"), workers=workers)
+        raise MissingDataError(
+            f"no prepared data for task '{task['name']}' at {folder}.\nPrepare it once with:\n  "
+            + prepare_command(task, overrides)
+        )
+    expected = spec.expected_meta(task)
+    found = {k: manifest["meta"].get(k) for k in expected}
+    if found != expected:
+        diff = ", ".join(f"{k}: prepared {found[k]!r}, config {expected[k]!r}" for k in expected if found[k] != expected[k])
+        raise MissingDataError(
+            f"prepared data at {folder} was made with other settings ({diff}).\nPrepare it again with:\n  "
+            + prepare_command(task, overrides) + " --force\nor choose another task.profile for the new settings."
+        )
+    return folder

@@ -1,0 +1,54 @@
+"""The run record (result.json) and atomic file writes."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import tempfile
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+RESULT_FIELDS = (
+    "task", "attention", "seed", "model", "params", "steps", "epochs", "val_acc", "test_acc", "train_loss",
+    "step_time_ms", "tokens_per_s", "samples_per_s", "peak_mem_mb", "device", "precision", "wall_s", "git_sha",
+    "overrides", "config",
+)
+
+
+def write_json_atomic(path: str | Path, obj) -> None:
+    """Write JSON to a temporary file in the same folder, fsync, then rename over ``path``."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(obj, f, indent=2, sort_keys=False)
+            f.write("\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def git_sha() -> str | None:
+    """The harness's commit, with ``-dirty`` when the working tree has uncommitted changes."""
+    try:
+        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True, check=True)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO,
+                               capture_output=True, text=True, check=True)
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return sha.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
+
+
+def load_result(path: str | Path) -> dict:
+    """Read a result.json; an incomplete record (missing fields) is refused naming them."""
+    with open(path) as f:
+        record = json.load(f)
+    missing = [k for k in RESULT_FIELDS if k not in record]
+    if missing:
+        raise ValueError(f"{path}: incomplete result record, missing {', '.join(missing)}")
+    return record

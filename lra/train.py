@@ -1,0 +1,193 @@
+"""``lra-train``: compose a config with Hydra, train and test with Lightning, write result.json.
+
+    lra-train experiment=quickstart
+    lra-train task=listops attention=cast trainer.max_steps=2000 seed=1
+    lra-train -m experiment=lra/listops attention=vanilla,cast seed=0,1,2
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import time
+import warnings
+from pathlib import Path
+
+import hydra
+import lightning as L
+import torch
+from hydra.core.hydra_config import HydraConfig
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.loggers import CSVLogger, Logger
+from omegaconf import DictConfig, OmegaConf
+
+from lra.callbacks import NonFiniteLoss, PeakMemory, StepTimer
+from lra.data.datamodule import LRADataModule
+from lra.data.tasks import ensure_prepared
+from lra.module import LRAModule
+from lra.results import git_sha, write_json_atomic
+from models.encoder import Classifier, Encoder, PairClassifier
+
+log = logging.getLogger(__name__)
+CONFIG_DIR = str(Path(__file__).resolve().parents[1] / "configs")
+
+
+def build_model(cfg: DictConfig) -> torch.nn.Module:
+    """Encoder + head from the task, model and attention configs (keys equal constructor arguments)."""
+    m, task = cfg.model, cfg.task
+    attention = OmegaConf.to_container(cfg.attention, resolve=True)
+    encoder = Encoder(
+        vocab_size=task.vocab_size, max_len=task.max_len, d_model=m.d_model, n_heads=m.n_heads,
+        n_layers=m.n_layers, d_mlp=m.d_mlp, dropout=m.dropout, attn_dropout=m.attn_dropout,
+        positions=m.positions, pool=m.pool, attention=attention.pop("name"), attention_options=attention,
+        layer_scale_init=m.layer_scale_init,
+    )
+    if task.pair:
+        return PairClassifier(encoder, n_classes=task.n_classes, d_model=m.d_model, d_head=m.d_head,
+                              combine=task.combine)
+    return Classifier(encoder, n_classes=task.n_classes, d_model=m.d_model, d_head=m.d_head)
+
+
+def pad_id(task: DictConfig) -> int | None:
+    """Padding id for the mask; pixel tasks have none unless the reference behaviour is asked for."""
+    if OmegaConf.select(task, "mask_zero_pixels", default=False):
+        return 0
+    return task.pad_id
+
+
+def wandb_mode() -> str:
+    """WANDB_MODE if the user set it; online with a configured account; offline otherwise."""
+    if os.environ.get("WANDB_MODE"):
+        return os.environ["WANDB_MODE"]
+    if os.environ.get("WANDB_API_KEY"):
+        return "online"
+    try:
+        import netrc
+
+        if netrc.netrc().authenticators("api.wandb.ai"):
+            return "online"
+    except (OSError, netrc.NetrcParseError):
+        pass
+    return "offline"
+
+
+def build_loggers(cfg: DictConfig, run_dir: Path, run_name: str) -> list[Logger]:
+    loggers: list[Logger] = []
+    if cfg.logger.csv:
+        loggers.append(CSVLogger(save_dir=str(run_dir), name="csv", version=""))
+    if cfg.logger.wandb is not None:
+        try:
+            from lightning.pytorch.loggers import WandbLogger
+
+            w = cfg.logger.wandb
+            logger = WandbLogger(
+                project=w.project, entity=w.entity, group=w.group or cfg.task.name, name=run_name,
+                tags=sorted({cfg.task.name, cfg.attention.name, *w.tags}), save_dir=str(run_dir),
+                mode=wandb_mode(), config=OmegaConf.to_container(cfg, resolve=True),
+            )
+            _ = logger.experiment  # start the run now, so a failure shows here and not mid-training
+            loggers.append(logger)
+        except Exception as e:  # a missing or failing wandb never kills a training run
+            warnings.warn(f"wandb logging is off for this run ({type(e).__name__}: {e}); the CSV log is kept",
+                          stacklevel=1)
+    return loggers
+
+
+def total_steps(cfg: DictConfig, dm: LRADataModule) -> int:
+    if cfg.trainer.max_steps and cfg.trainer.max_steps > 0:
+        return int(cfg.trainer.max_steps)
+    per_epoch = math.ceil(len(dm.datasets["train"]) / cfg.data.batch_size / cfg.trainer.accumulate_grad_batches)
+    return int(cfg.trainer.max_epochs) * per_epoch
+
+
+def run(cfg: DictConfig, run_dir: Path, overrides: list[str]) -> dict:
+    """Train, validate and test one configuration; returns the result record (also in run_dir/result.json)."""
+    started = time.time()
+    L.seed_everything(cfg.seed, workers=True)
+    run_name = f"{cfg.attention.name}-{cfg.task.name}-s{cfg.seed}"
+    run_dir.mkdir(parents=True, exist_ok=True)
+
+    folder = ensure_prepared(OmegaConf.to_container(cfg.task, resolve=True), cfg.paths.data_dir,
+                             overrides=overrides, workers=cfg.data.prepare_workers)
+    dm = LRADataModule(folder, batch_size=cfg.data.batch_size, eval_batch_size=cfg.data.eval_batch_size,
+                       num_workers=cfg.data.num_workers, val_split=cfg.task.val_split, seed=cfg.seed)
+    dm.setup()
+    model = build_model(cfg)
+    module = LRAModule(model, n_classes=cfg.task.n_classes, pad_id=pad_id(cfg.task), lr=cfg.optim.lr,
+                       weight_decay=cfg.optim.weight_decay, betas=tuple(cfg.optim.betas), eps=cfg.optim.eps,
+                       schedule=cfg.optim.schedule, warmup_steps=cfg.optim.warmup_steps,
+                       total_steps=total_steps(cfg, dm))
+    n_params = sum(p.numel() for p in model.parameters())
+    log.info("%s: %s parameters, data %s, run dir %s", run_name, f"{n_params:,}", folder, run_dir)
+
+    timer, memory = StepTimer(warmup=cfg.measure.warmup_steps), PeakMemory()
+    ckpt = ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="best", monitor="val/acc", mode="max",
+                           save_last=True)
+    loggers = build_loggers(cfg, run_dir, run_name)
+    trainer_kwargs = OmegaConf.to_container(cfg.trainer, resolve=True)
+    trainer = L.Trainer(**trainer_kwargs, logger=loggers or False, callbacks=[timer, memory, NonFiniteLoss(), ckpt],
+                        default_root_dir=str(run_dir))
+    wandb_loggers = [lg for lg in loggers if type(lg).__name__ == "WandbLogger"]
+    try:
+        trainer.fit(module, datamodule=dm)
+        if ckpt.best_model_path:
+            val_acc = float(ckpt.best_model_score)
+            tested = trainer.test(module, datamodule=dm, ckpt_path="best", verbose=False)
+        else:  # training ended before the first validation: evaluate the final weights
+            val_acc = trainer.validate(module, datamodule=dm, verbose=False)[0]["val/acc"]
+            tested = trainer.test(module, datamodule=dm, verbose=False)
+        record = {
+            "task": cfg.task.name,
+            "attention": cfg.attention.name,
+            "seed": int(cfg.seed),
+            "model": {k: cfg.model[k] for k in ("n_layers", "d_model", "n_heads", "d_mlp")},
+            "params": n_params,
+            "steps": int(trainer.global_step),
+            "epochs": int(trainer.current_epoch),
+            "val_acc": float(val_acc),
+            "test_acc": float(tested[0]["test/acc"]),
+            "train_loss": module.last_train_loss,
+            **timer.summary(),
+            "peak_mem_mb": memory.peak_mb(),
+            "device": torch.cuda.get_device_name() if memory.device_type == "cuda" else f"cpu ({os.cpu_count()} cores)",
+            "precision": str(trainer.precision),
+            "wall_s": time.time() - started,
+            "git_sha": git_sha(),
+            "overrides": overrides,
+            "config": OmegaConf.to_container(cfg, resolve=True),
+        }
+        write_json_atomic(run_dir / "result.json", record)
+        numbers = {k: v for k, v in record.items() if isinstance(v, int | float) and v is not None}
+        for lg in wandb_loggers:
+            try:
+                lg.experiment.summary.update(numbers)
+            except Exception as e:
+                warnings.warn(f"could not write the wandb summary ({e}); result.json is complete", stacklevel=1)
+        log.info(
+            "%s: val_acc %.4f test_acc %.4f | step %.1f ms, %.0f tokens/s | peak memory %.0f MB | %s",
+            run_name, record["val_acc"], record["test_acc"], record["step_time_ms"] or float("nan"),
+            record["tokens_per_s"] or float("nan"), record["peak_mem_mb"], run_dir / "result.json",
+        )
+        return record
+    finally:
+        for lg in wandb_loggers:
+            try:
+                lg.experiment.finish()
+            except Exception:
+                pass
+
+
+@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
+def _hydra_main(cfg: DictConfig) -> float:
+    hc = HydraConfig.get()
+    record = run(cfg, Path(hc.runtime.output_dir), list(hc.overrides.task))
+    return record["test_acc"]
+
+
+def main() -> None:
+    _hydra_main()
+
+
+if __name__ == "__main__":
+    main()
