@@ -4,7 +4,6 @@ import pytest
 import torch
 
 from models.attention import build_attention
-from models.attention._common import split_heads
 from models.attention.tssa import tssa_core
 
 B, N, D, H = 2, 64, 32, 4
@@ -20,7 +19,8 @@ def data(n: int = N, seed: int = 1) -> torch.Tensor:
 
 
 def projected(m, x):
-    return split_heads(m.u_proj(x), m.n_heads)  # (B, H, N, d)
+    b, n, _ = x.shape
+    return m.u_proj(x).view(b, n, m.n_heads, -1)  # (B, N, H, d)
 
 
 def test_permutation_equivariance():
@@ -44,27 +44,27 @@ def test_unmasked_pi_would_change_the_result():
     padded = torch.cat([x, torch.randn(B, 14, D)], dim=1)
     mask = (torch.arange(64) < 50)[None].expand(B, -1)
     ref = tssa_core(projected(m, x), m.tau).y
-    good = tssa_core(projected(m, padded), m.tau, mask).y[:, :, :50]
+    good = tssa_core(projected(m, padded), m.tau, mask).y[:, :50]
     bad_res = tssa_core(projected(m, padded), m.tau, mask, mask_pi=False)
     torch.testing.assert_close(good, ref, rtol=1e-5, atol=1e-6)
-    torch.testing.assert_close(bad_res.pi[:, :, 50:], torch.full_like(bad_res.pi[:, :, 50:], 1 / H))
-    assert (bad_res.y[:, :, :50] - ref).abs().max() > 1e-3
+    torch.testing.assert_close(bad_res.pi[:, 50:], torch.full_like(bad_res.pi[:, 50:], 1 / H))
+    assert (bad_res.y[:, :50] - ref).abs().max() > 1e-3
 
 
 @pytest.mark.parametrize("causal", [False, True])
 def test_pi_sums_to_one_over_heads(causal):
     m, x = make(causal=causal), data()
-    pi = tssa_core(projected(m, x), m.tau, causal=causal).pi  # (B, H, N)
-    torch.testing.assert_close(pi.sum(dim=1), torch.ones(B, N))
+    pi = tssa_core(projected(m, x), m.tau, causal=causal).pi  # (B, N, H)
+    torch.testing.assert_close(pi.sum(dim=-1), torch.ones(B, N))
     assert (pi > 0).all()
 
 
 def test_one_head_statistic_is_the_mean_of_w_squared():
     m, x = make(n_heads=1), data()
-    w = projected(m, x)  # (B, 1, N, D)
+    w = projected(m, x)  # (B, N, 1, D)
     res = tssa_core(w, m.tau)
-    torch.testing.assert_close(res.stat, w.square().mean(dim=2, keepdim=True), rtol=1e-6, atol=1e-7)
-    torch.testing.assert_close(res.y, -w / (1 + w.square().mean(dim=2, keepdim=True)))
+    torch.testing.assert_close(res.stat, w.square().mean(dim=1, keepdim=True), rtol=1e-6, atol=1e-7)
+    torch.testing.assert_close(res.y, -w / (1 + w.square().mean(dim=1, keepdim=True)))
 
 
 def test_causal_output_ignores_the_future():
@@ -78,7 +78,7 @@ def test_causal_output_ignores_the_future():
 
 def _last_token_of_prefixes(m, x):
     """Non-causal TSSA run on every prefix x[:, :i+1], keeping the output at its last token i."""
-    return torch.stack([tssa_core(projected(m, x[:, : i + 1]), m.tau).y[:, :, i] for i in range(x.shape[1])], dim=2)
+    return torch.stack([tssa_core(projected(m, x[:, : i + 1]), m.tau).y[:, i] for i in range(x.shape[1])], dim=1)
 
 
 @pytest.mark.parametrize("n_heads,tau", [(1, 1.0), (H, 0.0)])
@@ -94,7 +94,7 @@ def test_causal_last_token_membership_is_the_prefix_one_but_statistics_differ():
     """In general only token i's own Pi matches the prefix run: earlier tokens keep their step-j memberships."""
     m, x = make(), data(n=24)
     res = tssa_core(projected(m, x), m.tau, causal=True)
-    prefix_pi = torch.stack([tssa_core(projected(m, x[:, : i + 1]), m.tau).pi[:, :, i] for i in range(24)], dim=2)
+    prefix_pi = torch.stack([tssa_core(projected(m, x[:, : i + 1]), m.tau).pi[:, i] for i in range(24)], dim=1)
     torch.testing.assert_close(res.pi, prefix_pi, rtol=1e-5, atol=1e-6)
     assert (res.y - _last_token_of_prefixes(m, x)).abs().max() > 1e-3
 

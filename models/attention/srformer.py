@@ -78,8 +78,11 @@ def neuron_step(membrane: Tensor, x: Tensor, theta: Tensor, lam: Tensor, spike: 
 
 
 def _rms(x: Tensor) -> Tensor:
-    """RMS over the last two axes (the (d, d) entries), kept as (..., 1, 1); gradient-safe at 0."""
-    return x.square().mean(dim=(-2, -1), keepdim=True).clamp_min(1e-30).sqrt()
+    """RMS over the last two axes (the (d, d) entries), kept as (..., 1, 1).
+
+    vector_norm needs no squared copy of x, and its gradient at an all-zero x is 0, not NaN.
+    """
+    return torch.linalg.vector_norm(x, dim=(-2, -1), keepdim=True) / math.sqrt(x.shape[-2] * x.shape[-1])
 
 
 def _exclusive_cumsum(x: Tensor, dim: int) -> Tensor:
@@ -200,15 +203,22 @@ class SRformerAttention(QKVAttention):
         theta, lam = self.theta.to(dtype), self.lam.to(dtype)
         membrane = torch.zeros_like(drive[:, :, 0])  # (B, H, d, d), reset every forward
         outs = []
-        for s in range(drive.shape[2]):  # the recurrence runs over segments, not tokens
-            r, membrane = neuron_step(membrane, drive[:, :, s], theta, lam, self.spike)
+        # The recurrence runs over segments, not tokens. unbind (not drive[:, :, s]) keeps the backward
+        # linear in M: each indexing op's backward would materialise a zero tensor of drive's full size.
+        for x_s in drive.unbind(dim=2):
+            r, membrane = neuron_step(membrane, x_s, theta, lam, self.spike)
             outs.append(r)
         r_seg = torch.stack(outs, dim=2)  # (B, H, M, d, d)
 
-        rec = qs @ r_seg  # (B, H, M, m, d): Q_s R_s
+        # The scalings act on R_s's output channels, so they are folded into R_s (M d^2 entries)
+        # before the product with Q_s (N d entries).
         if self.scaling == "normalized":
-            return self.gate.to(dtype) * rec / (math.sqrt(d) * (_rms(r_seg) + _EPS))
-        sq = ks.square().sum(dim=3)  # (B, H, M, d): per-segment sum of squares of each key channel
-        col_sq = _exclusive_cumsum(sq, dim=2) if self.causal else sq.sum(dim=2, keepdim=True)  # (B, H, M|1, d)
-        k_norm = col_sq.clamp_min(1e-30).sqrt()  # ||K||_col over valid (causal: earlier) tokens
-        return rec / (k_norm[:, :, :, None, :] + _EPS)
+            r_seg = r_seg * (self.gate.to(dtype) / (math.sqrt(d) * (_rms(r_seg) + _EPS)))  # g R_s / (sqrt(d) rms)
+        else:
+            if self.causal:  # ||K||_col over the earlier segments' tokens, like C_s
+                seg_sq = torch.linalg.vector_norm(ks, dim=3).square()  # (B, H, M, d)
+                k_norm = _exclusive_cumsum(seg_sq, dim=2).clamp_min(1e-30).sqrt()  # (B, H, M, d)
+            else:  # ||K||_col over all valid tokens (padded rows are zero)
+                k_norm = torch.linalg.vector_norm(ks, dim=(2, 3))[:, :, None]  # (B, H, 1, d)
+            r_seg = r_seg / (k_norm[:, :, :, None, :] + _EPS)  # divides output channel e by ||K[:, e]||
+        return qs @ r_seg  # (B, H, M, m, d): the scaled Q_s R_s

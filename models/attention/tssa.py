@@ -6,7 +6,7 @@ with its own subspace, each token splits unit membership Pi over the H groups, a
 shrinks its tokens along the channels whose membership-weighted second moment is large
 (one gradient step on the variational rate-reduction objective, paper Eq. 10-12).
 
-Non-causal, per head with W = x U reshaped to (B, H, N, d):
+Non-causal, per head h with W = x U split into heads (tokens i, channels c):
     W_hat = W / ||W||_2                       norm over the token axis, per head and channel
     Pi[h, i] = softmax_h(tau_h * sum_c W_hat[h, i, c]^2)
     s[h, c]  = sum_i Pi[h, i] W[h, i, c]^2 / (sum_i Pi[h, i] + 1e-8)
@@ -38,7 +38,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from models.attention import register
-from models.attention._common import merge_heads, split_heads, zero_padding
+from models.attention._common import zero_padding
 
 _DENOM_EPS = 1e-8  # added to sum_i Pi, as in the paper's code
 _NORM_EPS = 1e-12  # ||W|| is clamped to at least this (as F.normalize does), so all-zero channels stay 0
@@ -47,9 +47,9 @@ _NORM_EPS = 1e-12  # ||W|| is clamped to at least this (as F.normalize does), so
 class TSSAResult(NamedTuple):
     """Output of :func:`tssa_core`."""
 
-    y: Tensor  # (B, H, N, d), the attention output before merging heads
-    pi: Tensor  # (B, H, N), memberships (zero at padding when masked)
-    stat: Tensor  # (B, H, 1, d) non-causal or (B, H, N, d) causal: the second moment s
+    y: Tensor  # (B, N, H, d), the attention output before merging heads
+    pi: Tensor  # (B, N, H), memberships (zero at padding when masked)
+    stat: Tensor  # (B, 1, H, d) non-causal or (B, N, H, d) causal: the second moment s
 
 
 def tssa_core(
@@ -62,36 +62,37 @@ def tssa_core(
     dropout: float = 0.0,
     training: bool = False,
 ) -> TSSAResult:
-    """TSSA on projected, head-split tokens.
+    """TSSA on projected tokens split into heads.
 
-    w: (B, H, N, d) = x U after the bias; tau: (H,) per-head temperature; mask: (B, N) bool,
-    True = real token. ``mask_pi=False`` leaves Pi unmasked at padding (only for the test that
-    shows why the masking is needed). ``dropout`` drops entries of the shrink factor 1/(1+s),
-    as the reference code does.
+    w: (B, N, H, d) = (x U after the bias).view(B, N, H, d) (token-major, so no transpose is
+    needed); tau: (H,) per-head temperature; mask: (B, N) bool, True = real token.
+    ``mask_pi=False`` leaves Pi unmasked at padding (only for the test that shows why the masking
+    is needed). ``dropout`` drops entries of the shrink factor 1/(1+s), as the reference code does.
     """
     dtype = torch.promote_types(w.dtype, torch.float32)  # statistics in float32 at least
-    if mask is not None:
-        w = w.masked_fill(~mask[:, None, :, None], 0.0)  # padded tokens carry nothing
     w = w.to(dtype)
-    w_sq = w.square()  # (B, H, N, d)
+    if mask is not None:
+        w = w * mask[:, :, None, None]  # padded tokens carry nothing
+    w_sq = w.square()  # (B, N, H, d)
+    tau = tau.to(dtype)
     if causal:
-        norm_sq = w_sq.cumsum(dim=2)  # (B, H, N, d): ||W_{<=i}||^2 per channel
+        norm_sq = w_sq.cumsum(dim=1)  # (B, N, H, d): ||W_{<=i}||^2 per channel
+        logits = tau * (w_sq / norm_sq.clamp_min(_NORM_EPS**2)).sum(dim=-1)  # (B, N, H), paper Eq. 10
     else:
-        norm_sq = w_sq.sum(dim=2, keepdim=True)  # (B, H, 1, d): ||W||^2 over tokens
-    w_hat_sq = w_sq / norm_sq.clamp_min(_NORM_EPS**2)  # (B, H, N, d) = W_hat^2
-    logits = tau.to(dtype)[None, :, None] * w_hat_sq.sum(dim=-1)  # (B, H, N), paper Eq. 10
-    pi = torch.softmax(logits, dim=1)  # (B, H, N): each token's unit mass over the H groups
+        inv_norm_sq = 1.0 / w_sq.sum(dim=1).clamp_min(_NORM_EPS**2)  # (B, H, d): 1 / ||W||^2 over tokens
+        logits = tau * torch.einsum("bnhc,bhc->bnh", w_sq, inv_norm_sq)  # (B, N, H) = tau sum_c W_hat^2, Eq. 10
+    pi = torch.softmax(logits, dim=-1)  # (B, N, H): each token's unit mass over the H groups
     if mask is not None and mask_pi:
-        pi = pi * mask[:, None, :]  # padded tokens take no part in the statistic
-    weighted = pi[..., None] * w_sq  # (B, H, N, d)
+        pi = pi * mask[:, :, None]  # padded tokens take no part in the statistic
     if causal:
-        stat = weighted.cumsum(dim=2) / (pi.cumsum(dim=2)[..., None] + _DENOM_EPS)  # (B, H, N, d)
+        stat = (pi[..., None] * w_sq).cumsum(dim=1) / (pi.cumsum(dim=1)[..., None] + _DENOM_EPS)  # (B, N, H, d)
     else:
-        stat = weighted.sum(dim=2, keepdim=True) / (pi.sum(dim=2)[..., None, None] + _DENOM_EPS)  # (B, H, 1, d)
+        weighted = torch.einsum("bnh,bnhc->bhc", pi, w_sq)  # (B, H, d): sum_i Pi[h, i] W[h, i, c]^2
+        stat = (weighted / (pi.sum(dim=1)[..., None] + _DENOM_EPS))[:, None]  # (B, 1, H, d)
     shrink = 1.0 / (1.0 + stat)  # paper Eq. 12: channels with a large second moment shrink most
     if dropout > 0 and training:
         shrink = F.dropout(shrink, dropout)
-    y = -(pi[..., None] * w) * shrink  # (B, H, N, d)
+    y = w * (-pi[..., None] * shrink) if causal else (w * -shrink) * pi[..., None]  # (B, N, H, d)
     return TSSAResult(y, pi, stat)
 
 
@@ -117,7 +118,8 @@ class TSSAttention(nn.Module):
 
     def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
         """x: (B, N, D); mask: (B, N) bool, True = real token. Returns (B, N, D), zero at padding."""
-        w = split_heads(self.u_proj(x), self.n_heads)  # (B, H, N, d)
+        b, n, _ = x.shape
+        w = self.u_proj(x).view(b, n, self.n_heads, self.head_dim)  # (B, N, H, d)
         res = tssa_core(w, self.tau, mask, causal=self.causal, dropout=self.dropout, training=self.training)
-        y = merge_heads(res.y.to(x.dtype))  # (B, N, D)
+        y = res.y.to(x.dtype).reshape(b, n, self.d_model)  # (B, N, D), heads merged
         return zero_padding(self.out_proj(y), mask)
