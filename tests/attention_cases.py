@@ -7,6 +7,12 @@ mechanism cannot skip the shared rules.
 CASES: dict[str, dict] = {
     "vanilla": {},
     "vanilla[naive]": {"impl": "naive"},
+    "tssa": {},
+    "tssa[causal]": {"causal": True},
+    "srformer": {"segment_size": 16},
+    "srformer[paper]": {"segment_size": 16, "scaling": "paper"},
+    "srformer[spike]": {"segment_size": 16, "spike": True},
+    "srformer[causal]": {"segment_size": 16, "causal": True},
 }
 
 
