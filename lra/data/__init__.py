@@ -1,0 +1,1 @@
+"""Data for the LRA tasks: generators, release readers and preparation."""
