@@ -111,11 +111,10 @@ def test_connected_helper():
 
 @pytest.fixture(scope="module")
 def samples():
-    """300 hard images at 32 and 12 at 128 (about 3 s)."""
-    return {
-        32: [draw(PARAMS[32], 14, image_rng(0, 32, 14, i)) for i in range(300)],
-        128: [draw(PARAMS[128], 14, image_rng(0, 128, 14, i)) for i in range(12)],
-    }
+    """{(R, contour length): images}: 100 of each difficulty at 32, 12 hard ones at 128 (about 2 s)."""
+    out = {(32, L): [draw(PARAMS[32], L, image_rng(0, 32, L, i)) for i in range(100)] for L in (6, 9, 14)}
+    out[128, 14] = [draw(PARAMS[128], 14, image_rng(0, 128, 14, i)) for i in range(12)]
+    return out
 
 
 def test_draw_is_a_function_of_the_seed():
@@ -127,14 +126,14 @@ def test_draw_is_a_function_of_the_seed():
 
 
 def test_labels_are_a_fair_coin(samples):
-    labels = np.array([s.label for s in samples[32]])
+    labels = np.array([s.label for L in (6, 9, 14) for s in samples[32, L]])
     # Binomial(300, 0.5): standard deviation of the mean 0.029; 4 sigma is a false alarm once in 15,000 runs.
     assert abs(labels.mean() - 0.5) < 4 * np.sqrt(0.25 / len(labels))
 
 
-@pytest.mark.parametrize("R", [32, 128])
-def test_images_markers_and_targets(samples, R):
-    for s in samples[R]:
+@pytest.mark.parametrize("R, L", [(32, 6), (32, 9), (32, 14), (128, 14)])
+def test_images_markers_and_targets(samples, R, L):
+    for s in samples[R, L]:
         assert s.image.dtype == np.uint8 and s.image.shape == (R, R)
         assert s.image.min() == 0 and s.image.max() == 255
         assert s.targets.dtype == bool and s.targets.shape == (R, R)
@@ -149,11 +148,11 @@ def test_pixel_statistics(samples):
     # Bands around the means measured on 400 images at 32 and 200 at 128 (seeds 1 and 2, hard):
     # non-zero fraction 0.578 (per image sd 0.032) and 0.136 (sd 0.0045); mean non-zero intensity
     # 41.5 (sd 1.6) and 61.8 (sd 0.9). Each band is at least 5 standard errors of the fixture's
-    # mean wide on each side. Most non-zero pixels are the faint (1..10) fringes of the Lanczos
-    # downsampling, as in the original.
-    bands = {32: ((0.56, 0.60), (40.5, 42.5)), 128: ((0.129, 0.143), (60.3, 63.3))}
+    # mean (100 and 12 images) wide on each side. Most non-zero pixels are the faint (1..10)
+    # fringes of the Lanczos downsampling, as in the original.
+    bands = {32: ((0.561, 0.595), (40.6, 42.4)), 128: ((0.129, 0.143), (60.3, 63.3))}
     for R, ((f_lo, f_hi), (m_lo, m_hi)) in bands.items():
-        images = np.stack([s.image for s in samples[R]])
+        images = np.stack([s.image for s in samples[R, 14]])
         nonzero = images > 0
         assert f_lo < nonzero.mean() < f_hi
         assert m_lo < np.mean([im[nz].mean() for im, nz in zip(images, nonzero)]) < m_hi

@@ -29,6 +29,7 @@ with one matrix-vector product. Pure functions of a ``numpy.random.Generator``.
 
 from __future__ import annotations
 
+import bisect
 import logging
 import math
 import multiprocessing
@@ -189,10 +190,10 @@ class _Bank:
     tip: list[tuple[int, int]]  # (J,) offset of the snake's end (the continuation's far end)
     n_seed: int  # 360: index of the first continuation
     cand_foot: np.ndarray  # (K, w * w) float32: continuation footprints (times 2) as rows, for one mat-vec
-    own: np.ndarray  # (J, K) float32: cand_foot[k] . (paddle j's grown footprint around its next
+    own: list[list[float]]  # (J, K) cand_foot[k] . (paddle j's grown footprint around its next
     # pivot): what the previous paddle of the snake adds to candidate k's test, to be subtracted back
     base: np.ndarray  # (J, K) float32: continuity weight of candidate k after paddle j, plus own
-    cum_weights: np.ndarray  # (J, K) float64: cumulative continuity weights, ignoring the margin
+    cum_weights: list[list[float]]  # (J, K) cumulative continuity weights, ignoring the margin (for bisect)
     marker: np.ndarray  # (2 hm + 1, 2 hm + 1) float32: downsampled disc
     hm: int
 
@@ -330,9 +331,9 @@ def _bank(params: PathfinderParams, margin: int) -> _Bank:
         tip=[(int(dy), int(dx)) for dy, dx in tip],
         n_seed=len(u),
         cand_foot=cand_foot,
-        own=own.astype(np.float32),
+        own=own.tolist(),  # Python lists: indexing and bisect are cheaper than numpy calls here
         base=(weights + own).astype(np.float32),
-        cum_weights=np.cumsum(weights, axis=1),
+        cum_weights=np.cumsum(weights, axis=1).tolist(),
         marker=marker[0],
         hm=hm,
     )
@@ -415,8 +416,8 @@ class _Canvas:
         # margin (no occupied pixel under its footprint but the previous paddle's, which shares
         # the pivot). Usually accepted; otherwise all candidates are scored at once.
         cum = b.cum_weights[s.j]
-        k = int(cum.searchsorted(rng.random() * cum[-1], side="right"))
-        if b.cand_foot[k] @ window > b.own[s.j, k]:
+        k = bisect.bisect_right(cum, rng.random() * cum[-1])
+        if b.cand_foot[k] @ window > b.own[s.j][k]:
             # weight - 2 * (occupied pixels under each footprint, the previous paddle left out),
             # clipped at 0: the continuity weight (<= 1) of the free candidates, 0 for the others
             pmf = b.base[s.j] - b.cand_foot @ window  # (K,)
