@@ -30,6 +30,7 @@ with one matrix-vector product. Pure functions of a ``numpy.random.Generator``.
 from __future__ import annotations
 
 import bisect
+import io
 import logging
 import math
 import multiprocessing
@@ -64,7 +65,7 @@ class PathfinderParams:
     max_seed_retrial: int = 2  # extra tries to place a target seed paddle
     max_distractor_retrial: int = 4  # extra tries per distractor snake before it is skipped
     stop_with_availability: float = 0.01  # no more distractors below this free fraction
-    max_target_restarts: int = 1000  # give up (RuntimeError) after this many target redraws
+    max_target_restarts: int = 20_000  # RuntimeError after this many target redraws (128 hard: ~70 on average)
 
     def distractor_length(self, contour_length: int) -> int:
         return max(1, contour_length // 3)
@@ -558,8 +559,6 @@ def _atomic_write(path: Path, data: bytes) -> None:
 
 def png_bytes(image: np.ndarray) -> bytes:
     """8-bit grayscale PNG of a uint8 (H, W) array."""
-    import io
-
     buf = io.BytesIO()
     Image.fromarray(image).save(buf, format="PNG")
     return buf.getvalue()
