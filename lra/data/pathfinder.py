@@ -1,0 +1,129 @@
+"""Reader for Pathfinder / Path-X folders in the LRA release layout.
+
+    <root>/pathfinder{R}/{curv_baseline,curv_contour_length_9,curv_contour_length_14}/
+        imgs/<batch>/sample_<i>.png     8-bit grayscale PNGs
+        metadata/<batch>.npy            text despite the name: one line per image,
+                                        space-separated, field 0 = subfolder ("imgs/0"),
+                                        field 1 = file name, field 3 = label
+
+Both the release and ``lra.data.pathfinder_gen.generate`` write this layout. The release
+contains one empty (0-byte) PNG; empty files are skipped with a warning.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+from tqdm import tqdm
+
+from lra.data.pathfinder_gen import FOLDERS
+
+log = logging.getLogger(__name__)
+
+_NESTINGS = (".", "lra_release", "lra_release/lra_release")
+
+
+def find_release_root(path: str | os.PathLike) -> Path:
+    """The folder holding ``pathfinder{R}/``: ``path`` itself, or ``path/lra_release``, or
+    ``path/lra_release/lra_release`` (the release archive often extracts nested twice)."""
+    path = Path(path)
+    for nest in _NESTINGS:
+        root = path / nest
+        if root.is_dir() and any(p.is_dir() and re.fullmatch(r"pathfinder\d+", p.name) for p in root.iterdir()):
+            return root
+    raise FileNotFoundError(
+        f"no pathfinder<R>/ folder (e.g. pathfinder32/) in {path} or in {path}/lra_release or "
+        f"{path}/lra_release/lra_release; expected the LRA release layout "
+        "pathfinder{R}/curv_contour_length_14/{imgs,metadata}/"
+    )
+
+
+def _natural_key(p: Path) -> tuple:
+    return tuple(int(t) if t.isdigit() else t for t in re.split(r"(\d+)", p.name))
+
+
+def _label(fields: list[str]) -> int | None:
+    """Field 3 as 0 or 1, None when the line has no such field."""
+    try:
+        label = int(fields[3])
+    except (IndexError, ValueError):
+        return None
+    return label if label in (0, 1) else None
+
+
+def read_pathfinder(
+    path: str | os.PathLike,
+    resolution: int,
+    difficulty: str = "hard",
+    progress: bool = True,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Read every image listed in the metadata files of one resolution and difficulty.
+
+    ``difficulty`` is ``easy``/``inter``/``hard`` or a release folder name
+    (``curv_baseline``, ``curv_contour_length_9``, ``curv_contour_length_14``). Metadata
+    files are read in natural order (0, 1, 2, ..., 10) and lines in file order, so the
+    result is deterministic. Returns images uint8 (n, R * R), row-major pixels, and
+    labels int64 (n,).
+    """
+    folder = FOLDERS.get(difficulty, difficulty)
+    if folder not in FOLDERS.values():
+        raise ValueError(f"difficulty {difficulty!r} is none of {sorted(FOLDERS)} or {sorted(FOLDERS.values())}")
+    base = find_release_root(path) / f"pathfinder{resolution}" / folder
+    meta_files = sorted((base / "metadata").glob("*.npy"), key=_natural_key)
+    if not meta_files:
+        raise FileNotFoundError(f"no metadata/*.npy files in {base}")
+
+    entries: list[tuple[Path, int, Path, int]] = []  # (image, label, metadata file, line number)
+    for meta in meta_files:
+        for lineno, line in enumerate(meta.read_text().splitlines(), start=1):
+            fields = line.split()
+            if not fields:
+                continue
+            label = _label(fields)
+            if label is None:
+                raise ValueError(f"{meta}:{lineno}: malformed metadata line {line!r} "
+                                 "(expected 'subfolder file_name index label ...' with label 0 or 1)")  # fmt: skip
+            entries.append((base / fields[0] / fields[1], label, meta, lineno))
+
+    images = np.empty((len(entries), resolution * resolution), np.uint8)
+    labels = np.empty(len(entries), np.int64)
+    n, empty = 0, 0
+    for file, label, meta, lineno in tqdm(entries, disable=not progress, desc=f"pathfinder{resolution}/{folder}"):
+        try:
+            size = file.stat().st_size
+        except FileNotFoundError:
+            raise FileNotFoundError(f"{file} (listed in {meta}:{lineno}) does not exist") from None
+        if size == 0:
+            empty += 1
+            continue
+        try:
+            with Image.open(file) as im:
+                im.load()
+                pixels = np.asarray(im if im.mode == "L" else im.convert("L"))
+        except (OSError, SyntaxError, ValueError) as e:  # PIL's errors for truncated or invalid files
+            raise ValueError(f"{file} (listed in {meta}:{lineno}) is not a readable PNG: {e}") from e
+        if pixels.shape != (resolution, resolution):
+            raise ValueError(f"{file} (listed in {meta}:{lineno}) is {pixels.shape[1]}x{pixels.shape[0]}, "
+                             f"expected {resolution}x{resolution}")  # fmt: skip
+        images[n] = pixels.reshape(-1)
+        labels[n] = label
+        n += 1
+    if empty:
+        log.warning("skipped %d empty (0-byte) image file(s) in %s", empty, base)
+    return images[:n], labels[:n]
+
+
+def split_indices(n: int, seed: int = 0) -> dict[str, np.ndarray]:
+    """80/10/10 train/val/test split of range(n) by a seeded permutation; each part sorted."""
+    perm = np.random.default_rng(seed).permutation(n)
+    n_train, n_val = int(0.8 * n), int(0.1 * n)
+    return {
+        "train": np.sort(perm[:n_train]),
+        "val": np.sort(perm[n_train : n_train + n_val]),
+        "test": np.sort(perm[n_train + n_val :]),
+    }
