@@ -26,8 +26,18 @@ def _rss_mb() -> float:
     return pages * resource.getpagesize() / 2**20
 
 
-def measure(attention: str, options: dict, length: int, batch: int, d_model: int, n_heads: int,
-            repeats: int, warmup: int, device: str, seed: int = 0) -> dict:
+def measure(
+    attention: str,
+    options: dict,
+    length: int,
+    batch: int,
+    d_model: int,
+    n_heads: int,
+    repeats: int,
+    warmup: int,
+    device: str,
+    seed: int = 0,
+) -> dict:
     """Time forward+backward of one layer in this process. Returns a dict of raw numbers."""
     import torch
 
@@ -60,10 +70,19 @@ def measure(attention: str, options: dict, length: int, batch: int, d_model: int
     else:
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 - base_mb
     return {
-        "attention": attention, "options": json.dumps(options, sort_keys=True), "length": length,
-        "batch": batch, "d_model": d_model, "n_heads": n_heads, "device": device,
-        "median_ms": 1000 * statistics.median(times), "min_ms": 1000 * min(times),
-        "max_ms": 1000 * max(times), "repeats": repeats, "peak_mem_mb": peak, "status": "ok",
+        "attention": attention,
+        "options": json.dumps(options, sort_keys=True),
+        "length": length,
+        "batch": batch,
+        "d_model": d_model,
+        "n_heads": n_heads,
+        "device": device,
+        "median_ms": 1000 * statistics.median(times),
+        "min_ms": 1000 * min(times),
+        "max_ms": 1000 * max(times),
+        "repeats": repeats,
+        "peak_mem_mb": peak,
+        "status": "ok",
     }
 
 
@@ -86,8 +105,12 @@ def run_point(attention: str, options: dict, length: int, *, timeout_s: float, *
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--child", help=argparse.SUPPRESS)
-    p.add_argument("--attention", nargs="+", default=["vanilla"],
-                   help="names, optionally with JSON options: 'vanilla:{\"impl\":\"naive\"}'")
+    p.add_argument(
+        "--attention",
+        nargs="+",
+        default=["vanilla"],
+        help='names, optionally with JSON options: \'vanilla:{"impl":"naive"}\'',
+    )
     p.add_argument("--lengths", nargs="+", type=int, default=[1024, 4096, 16384])
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--d-model", type=int, default=256)
@@ -106,11 +129,23 @@ def main(argv: list[str] | None = None) -> None:
         name, _, opts = spec.partition(":")
         options = json.loads(opts) if opts else {}
         for n in a.lengths:
-            row = run_point(name, options, n, timeout_s=a.timeout, batch=a.batch, d_model=a.d_model,
-                            n_heads=a.heads, repeats=a.repeats, warmup=a.warmup, device=a.device)
+            row = run_point(
+                name,
+                options,
+                n,
+                timeout_s=a.timeout,
+                batch=a.batch,
+                d_model=a.d_model,
+                n_heads=a.heads,
+                repeats=a.repeats,
+                warmup=a.warmup,
+                device=a.device,
+            )
             rows.append(row)
             if row["status"] == "ok":
-                print(f"{spec:40s} N={n:6d}  {row['median_ms']:10.1f} ms  peak {row['peak_mem_mb']:9.1f} MB", flush=True)
+                print(
+                    f"{spec:40s} N={n:6d}  {row['median_ms']:10.1f} ms  peak {row['peak_mem_mb']:9.1f} MB", flush=True
+                )
             else:
                 print(f"{spec:40s} N={n:6d}  {row['status']}", flush=True)
     if a.csv:

@@ -54,8 +54,13 @@ class StepTimer(L.Callback):
 
     def summary(self) -> dict[str, float | None]:
         if not self.times:
-            return {"step_time_ms": None, "tokens_per_s": None, "all_tokens_per_s": None, "samples_per_s": None,
-                    "timed_steps": 0}
+            return {
+                "step_time_ms": None,
+                "tokens_per_s": None,
+                "all_tokens_per_s": None,
+                "samples_per_s": None,
+                "timed_steps": 0,
+            }
         total = sum(self.times)
         return {
             "step_time_ms": 1000 * statistics.median(self.times),

@@ -42,9 +42,20 @@ class LRAModule(L.LightningModule):
     (pixel tasks, unless the reference behaviour ``mask_zero_pixels`` is asked for).
     """
 
-    def __init__(self, model: nn.Module, *, n_classes: int, pad_id: int | None, lr: float, weight_decay: float,
-                 betas: tuple[float, float] = (0.9, 0.98), eps: float = 1e-9, schedule: str = "rsqrt",
-                 warmup_steps: int = 0, total_steps: int = 1):
+    def __init__(
+        self,
+        model: nn.Module,
+        *,
+        n_classes: int,
+        pad_id: int | None,
+        lr: float,
+        weight_decay: float,
+        betas: tuple[float, float] = (0.9, 0.98),
+        eps: float = 1e-9,
+        schedule: str = "rsqrt",
+        warmup_steps: int = 0,
+        total_steps: int = 1,
+    ):
         super().__init__()
         if lr <= 0:
             raise ValueError(f"optim.lr must be positive, got {lr}")
@@ -53,7 +64,9 @@ class LRAModule(L.LightningModule):
         self.model, self.pad_id = model, pad_id
         self.lr, self.weight_decay, self.betas, self.eps = lr, weight_decay, tuple(betas), eps
         self.schedule, self.warmup_steps, self.total_steps = schedule, warmup_steps, total_steps
-        self.acc = nn.ModuleDict({s: MulticlassAccuracy(n_classes, average="micro") for s in ("train_", "val_", "test_")})
+        self.acc = nn.ModuleDict(
+            {s: MulticlassAccuracy(n_classes, average="micro") for s in ("train_", "val_", "test_")}
+        )
         self.last_train_loss = float("nan")
 
     def mask(self, ids: Tensor) -> Tensor | None:
@@ -67,8 +80,9 @@ class LRAModule(L.LightningModule):
         loss = F.cross_entropy(logits.float(), batch["label"])
         self.acc[split + "_"](logits.argmax(-1), batch["label"])
         on_step = split == "train"
-        self.log(f"{split}/loss", loss, on_step=on_step, on_epoch=not on_step, prog_bar=True,
-                 batch_size=len(batch["label"]))
+        self.log(
+            f"{split}/loss", loss, on_step=on_step, on_epoch=not on_step, prog_bar=True, batch_size=len(batch["label"])
+        )
         self.log(f"{split}/acc", self.acc[split + "_"], on_step=on_step, on_epoch=not on_step, prog_bar=True)
         return loss
 
@@ -97,9 +111,14 @@ class LRAModule(L.LightningModule):
             (no_decay if skip else decay).append(p)
         opt = torch.optim.AdamW(
             [{"params": decay, "weight_decay": self.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-            lr=self.lr, betas=self.betas, eps=self.eps,
+            lr=self.lr,
+            betas=self.betas,
+            eps=self.eps,
         )
         sched = torch.optim.lr_scheduler.LambdaLR(
-            opt, lambda step: lr_factor(step, schedule=self.schedule, warmup_steps=self.warmup_steps,
-                                        total_steps=self.total_steps))
+            opt,
+            lambda step: lr_factor(
+                step, schedule=self.schedule, warmup_steps=self.warmup_steps, total_steps=self.total_steps
+            ),
+        )
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}

@@ -11,9 +11,26 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 
 RESULT_FIELDS = (
-    "task", "attention", "seed", "model", "params", "steps", "epochs", "val_acc", "test_acc", "train_loss",
-    "step_time_ms", "tokens_per_s", "samples_per_s", "peak_mem_mb", "device", "precision", "wall_s", "git_sha",
-    "overrides", "config",
+    "task",
+    "attention",
+    "seed",
+    "model",
+    "params",
+    "steps",
+    "epochs",
+    "val_acc",
+    "test_acc",
+    "train_loss",
+    "step_time_ms",
+    "tokens_per_s",
+    "samples_per_s",
+    "peak_mem_mb",
+    "device",
+    "precision",
+    "wall_s",
+    "git_sha",
+    "overrides",
+    "config",
 )
 
 
@@ -37,8 +54,13 @@ def git_sha() -> str | None:
     """The harness's commit, with ``-dirty`` when the working tree has uncommitted changes."""
     try:
         sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True, check=True)
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO,
-                               capture_output=True, text=True, check=True)
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
     except (OSError, subprocess.CalledProcessError):
         return None
     return sha.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")

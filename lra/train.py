@@ -1,8 +1,8 @@
 """``lra-train``: compose a config with Hydra, train and test with Lightning, write result.json.
 
-    lra-train experiment=quickstart
-    lra-train task=listops attention=cast trainer.max_steps=2000 seed=1
-    lra-train -m experiment=lra/listops attention=vanilla,cast seed=0,1,2
+lra-train experiment=quickstart
+lra-train task=listops attention=cast trainer.max_steps=2000 seed=1
+lra-train -m experiment=lra/listops attention=vanilla,cast seed=0,1,2
 """
 
 from __future__ import annotations
@@ -38,14 +38,24 @@ def build_model(cfg: DictConfig) -> torch.nn.Module:
     m, task = cfg.model, cfg.task
     attention = OmegaConf.to_container(cfg.attention, resolve=True)
     encoder = Encoder(
-        vocab_size=task.vocab_size, max_len=task.max_len, d_model=m.d_model, n_heads=m.n_heads,
-        n_layers=m.n_layers, d_mlp=m.d_mlp, dropout=m.dropout, attn_dropout=m.attn_dropout,
-        positions=m.positions, pool=m.pool, attention=attention.pop("name"), attention_options=attention,
+        vocab_size=task.vocab_size,
+        max_len=task.max_len,
+        d_model=m.d_model,
+        n_heads=m.n_heads,
+        n_layers=m.n_layers,
+        d_mlp=m.d_mlp,
+        dropout=m.dropout,
+        attn_dropout=m.attn_dropout,
+        positions=m.positions,
+        pool=m.pool,
+        attention=attention.pop("name"),
+        attention_options=attention,
         layer_scale_init=m.layer_scale_init,
     )
     if task.pair:
-        return PairClassifier(encoder, n_classes=task.n_classes, d_model=m.d_model, d_head=m.d_head,
-                              combine=task.combine)
+        return PairClassifier(
+            encoder, n_classes=task.n_classes, d_model=m.d_model, d_head=m.d_head, combine=task.combine
+        )
     return Classifier(encoder, n_classes=task.n_classes, d_model=m.d_model, d_head=m.d_head)
 
 
@@ -82,15 +92,21 @@ def build_loggers(cfg: DictConfig, run_dir: Path, run_name: str) -> list[Logger]
 
             w = cfg.logger.wandb
             logger = WandbLogger(
-                project=w.project, entity=w.entity, group=w.group or cfg.task.name, name=run_name,
-                tags=sorted({cfg.task.name, cfg.attention.name, *w.tags}), save_dir=str(run_dir),
-                mode=wandb_mode(), config=OmegaConf.to_container(cfg, resolve=True),
+                project=w.project,
+                entity=w.entity,
+                group=w.group or cfg.task.name,
+                name=run_name,
+                tags=sorted({cfg.task.name, cfg.attention.name, *w.tags}),
+                save_dir=str(run_dir),
+                mode=wandb_mode(),
+                config=OmegaConf.to_container(cfg, resolve=True),
             )
             _ = logger.experiment  # start the run now, so a failure shows here and not mid-training
             loggers.append(logger)
         except Exception as e:  # a missing or failing wandb never kills a training run
-            warnings.warn(f"wandb logging is off for this run ({type(e).__name__}: {e}); the CSV log is kept",
-                          stacklevel=1)
+            warnings.warn(
+                f"wandb logging is off for this run ({type(e).__name__}: {e}); the CSV log is kept", stacklevel=1
+            )
     return loggers
 
 
@@ -108,26 +124,49 @@ def run(cfg: DictConfig, run_dir: Path, overrides: list[str]) -> dict:
     run_name = f"{cfg.attention.name}-{cfg.task.name}-s{cfg.seed}"
     run_dir.mkdir(parents=True, exist_ok=True)
 
-    folder = ensure_prepared(OmegaConf.to_container(cfg.task, resolve=True), cfg.paths.data_dir,
-                             overrides=overrides, workers=cfg.data.prepare_workers)
-    dm = LRADataModule(folder, batch_size=cfg.data.batch_size, eval_batch_size=cfg.data.eval_batch_size,
-                       num_workers=cfg.data.num_workers, val_split=cfg.task.val_split, seed=cfg.seed)
+    folder = ensure_prepared(
+        OmegaConf.to_container(cfg.task, resolve=True),
+        cfg.paths.data_dir,
+        overrides=overrides,
+        workers=cfg.data.prepare_workers,
+    )
+    dm = LRADataModule(
+        folder,
+        batch_size=cfg.data.batch_size,
+        eval_batch_size=cfg.data.eval_batch_size,
+        num_workers=cfg.data.num_workers,
+        val_split=cfg.task.val_split,
+        seed=cfg.seed,
+    )
     dm.setup()
     model = build_model(cfg)
-    module = LRAModule(model, n_classes=cfg.task.n_classes, pad_id=pad_id(cfg.task), lr=cfg.optim.lr,
-                       weight_decay=cfg.optim.weight_decay, betas=tuple(cfg.optim.betas), eps=cfg.optim.eps,
-                       schedule=cfg.optim.schedule, warmup_steps=cfg.optim.warmup_steps,
-                       total_steps=total_steps(cfg, dm))
+    module = LRAModule(
+        model,
+        n_classes=cfg.task.n_classes,
+        pad_id=pad_id(cfg.task),
+        lr=cfg.optim.lr,
+        weight_decay=cfg.optim.weight_decay,
+        betas=tuple(cfg.optim.betas),
+        eps=cfg.optim.eps,
+        schedule=cfg.optim.schedule,
+        warmup_steps=cfg.optim.warmup_steps,
+        total_steps=total_steps(cfg, dm),
+    )
     n_params = sum(p.numel() for p in model.parameters())
     log.info("%s: %s parameters, data %s, run dir %s", run_name, f"{n_params:,}", folder, run_dir)
 
     timer, memory = StepTimer(warmup=cfg.measure.warmup_steps), PeakMemory()
-    ckpt = ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="best", monitor="val/acc", mode="max",
-                           save_last=True)
+    ckpt = ModelCheckpoint(
+        dirpath=run_dir / "checkpoints", filename="best", monitor="val/acc", mode="max", save_last=True
+    )
     loggers = build_loggers(cfg, run_dir, run_name)
     trainer_kwargs = OmegaConf.to_container(cfg.trainer, resolve=True)
-    trainer = L.Trainer(**trainer_kwargs, logger=loggers or False, callbacks=[timer, memory, NonFiniteLoss(), ckpt],
-                        default_root_dir=str(run_dir))
+    trainer = L.Trainer(
+        **trainer_kwargs,
+        logger=loggers or False,
+        callbacks=[timer, memory, NonFiniteLoss(), ckpt],
+        default_root_dir=str(run_dir),
+    )
     wandb_loggers = [lg for lg in loggers if type(lg).__name__ == "WandbLogger"]
     try:
         trainer.fit(module, datamodule=dm)
@@ -166,8 +205,13 @@ def run(cfg: DictConfig, run_dir: Path, overrides: list[str]) -> dict:
                 warnings.warn(f"could not write the wandb summary ({e}); result.json is complete", stacklevel=1)
         log.info(
             "%s: val_acc %.4f test_acc %.4f | step %.1f ms, %.0f tokens/s | peak memory %.0f MB | %s",
-            run_name, record["val_acc"], record["test_acc"], record["step_time_ms"] or float("nan"),
-            record["tokens_per_s"] or float("nan"), record["peak_mem_mb"], run_dir / "result.json",
+            run_name,
+            record["val_acc"],
+            record["test_acc"],
+            record["step_time_ms"] or float("nan"),
+            record["tokens_per_s"] or float("nan"),
+            record["peak_mem_mb"],
+            run_dir / "result.json",
         )
         return record
     finally:

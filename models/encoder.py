@@ -30,12 +30,23 @@ def sinusoidal_positions(n: int, d: int) -> Tensor:
 class Block(nn.Module):
     """x + LS(attn(LN(x))), then x + LS(mlp(LN(x))); LayerScale only if ``layer_scale_init`` is set."""
 
-    def __init__(self, *, d_model: int, n_heads: int, d_mlp: int, dropout: float, attn_dropout: float,
-                 attention: str, attention_options: dict, layer_scale_init: float | None):
+    def __init__(
+        self,
+        *,
+        d_model: int,
+        n_heads: int,
+        d_mlp: int,
+        dropout: float,
+        attn_dropout: float,
+        attention: str,
+        attention_options: dict,
+        layer_scale_init: float | None,
+    ):
         super().__init__()
         self.norm1 = nn.LayerNorm(d_model)
-        self.attn = build_attention(attention, d_model=d_model, n_heads=n_heads, dropout=attn_dropout,
-                                    **attention_options)
+        self.attn = build_attention(
+            attention, d_model=d_model, n_heads=n_heads, dropout=attn_dropout, **attention_options
+        )
         self.norm2 = nn.LayerNorm(d_model)
         self.mlp = nn.Sequential(nn.Linear(d_model, d_mlp), nn.GELU(), nn.Dropout(dropout), nn.Linear(d_mlp, d_model))
         self.drop = nn.Dropout(dropout)
@@ -59,10 +70,23 @@ class Encoder(nn.Module):
     more id is added for the CLS token, which is prepended at position 0.
     """
 
-    def __init__(self, *, vocab_size: int, max_len: int, d_model: int, n_heads: int, n_layers: int, d_mlp: int,
-                 dropout: float = 0.1, attn_dropout: float = 0.0, positions: str = "learned", pool: str = "cls",
-                 attention: str = "vanilla", attention_options: dict | None = None,
-                 layer_scale_init: float | None = None):
+    def __init__(
+        self,
+        *,
+        vocab_size: int,
+        max_len: int,
+        d_model: int,
+        n_heads: int,
+        n_layers: int,
+        d_mlp: int,
+        dropout: float = 0.1,
+        attn_dropout: float = 0.0,
+        positions: str = "learned",
+        pool: str = "cls",
+        attention: str = "vanilla",
+        attention_options: dict | None = None,
+        layer_scale_init: float | None = None,
+    ):
         super().__init__()
         if positions not in POSITIONS:
             raise ValueError(f"model.positions must be one of {POSITIONS}, got '{positions}'")
@@ -80,9 +104,16 @@ class Encoder(nn.Module):
             self.pos = None
         self.drop = nn.Dropout(dropout)
         self.blocks = nn.ModuleList(
-            Block(d_model=d_model, n_heads=n_heads, d_mlp=d_mlp, dropout=dropout, attn_dropout=attn_dropout,
-                  attention=attention, attention_options=dict(attention_options or {}),
-                  layer_scale_init=layer_scale_init)
+            Block(
+                d_model=d_model,
+                n_heads=n_heads,
+                d_mlp=d_mlp,
+                dropout=dropout,
+                attn_dropout=attn_dropout,
+                attention=attention,
+                attention_options=dict(attention_options or {}),
+                layer_scale_init=layer_scale_init,
+            )
             for _ in range(n_layers)
         )
         self.norm = nn.LayerNorm(d_model)

@@ -6,8 +6,9 @@ import pytest
 from lra.data import listops
 from lra.data.tasks import find_release_file
 
-SMALL = listops.GeneratorConfig(n_train=300, n_val=30, n_test=30, min_length=10, max_length=120, max_depth=5,
-                                max_args=5, seed=3)
+SMALL = listops.GeneratorConfig(
+    n_train=300, n_val=30, n_test=30, min_length=10, max_length=120, max_depth=5, max_args=5, seed=3
+)
 
 
 def independent_eval(text: str) -> int:
@@ -18,8 +19,9 @@ def independent_eval(text: str) -> int:
             stack.append((tok, []))
         elif tok == "]":
             op, args = stack.pop()
-            value = {"[MIN": min(args), "[MAX": max(args), "[MED": int(statistics.median(args)),
-                     "[SM": sum(args) % 10}[op]
+            value = {"[MIN": min(args), "[MAX": max(args), "[MED": int(statistics.median(args)), "[SM": sum(args) % 10}[
+                op
+            ]
             stack[-1][1].append(value)
         elif tok.isdigit():
             stack[-1][1].append(int(tok))

@@ -26,7 +26,9 @@ def test_every_named_config_choice_exists(group):
 
 
 def test_every_named_file_exists():
-    for path in re.findall(r"\b((?:scripts|results|configs|tests|models|lra)/[\w./-]+\.(?:py|yaml|md|png|csv))", README):
+    for path in re.findall(
+        r"\b((?:scripts|results|configs|tests|models|lra)/[\w./-]+\.(?:py|yaml|md|png|csv))", README
+    ):
         assert (ROOT / path).exists(), path
 
 

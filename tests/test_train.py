@@ -14,10 +14,20 @@ from lra.results import RESULT_FIELDS, load_result
 from lra.train import run
 
 TINY = [
-    "experiment=quickstart", "task.profile=tiny", "task.max_len=32", "task.generator.n_train=256",
-    "task.generator.n_val=64", "task.generator.n_test=64", "task.generator.max_length=30", "data.batch_size=16",
-    "trainer.max_steps=12", "trainer.val_check_interval=6", "trainer.enable_progress_bar=false",
-    "data.prepare_workers=1", "measure.warmup_steps=2", "trainer.log_every_n_steps=2",
+    "experiment=quickstart",
+    "task.profile=tiny",
+    "task.max_len=32",
+    "task.generator.n_train=256",
+    "task.generator.n_val=64",
+    "task.generator.n_test=64",
+    "task.generator.max_length=30",
+    "data.batch_size=16",
+    "trainer.max_steps=12",
+    "trainer.val_check_interval=6",
+    "trainer.enable_progress_bar=false",
+    "data.prepare_workers=1",
+    "measure.warmup_steps=2",
+    "trainer.log_every_n_steps=2",
 ]
 
 
@@ -71,10 +81,18 @@ def test_data_prepared_with_other_settings_is_refused(tmp_path):
 
 def test_a_small_model_learns_easy_listops(tmp_path):
     """Real learning: one-operator ListOps (MIN/MAX/MED/SM over digits) in about a CPU-minute."""
-    overrides = ["experiment=quickstart", "task.profile=easy", "task.generator.max_depth=2",
-                 "task.generator.n_train=5000", "task.generator.n_test=500", "trainer.max_steps=300",
-                 "trainer.val_check_interval=100", f"paths.data_dir={tmp_path}", "logger=none",
-                 "trainer.enable_progress_bar=false"]
+    overrides = [
+        "experiment=quickstart",
+        "task.profile=easy",
+        "task.generator.max_depth=2",
+        "task.generator.n_train=5000",
+        "task.generator.n_test=500",
+        "trainer.max_steps=300",
+        "trainer.val_check_interval=100",
+        f"paths.data_dir={tmp_path}",
+        "logger=none",
+        "trainer.enable_progress_bar=false",
+    ]
     record = run(compose_config(overrides), tmp_path / "run", overrides)
     labels = load_split(Path(tmp_path) / "listops" / "easy", "test")[1]
     majority = np.bincount(labels).max() / len(labels)

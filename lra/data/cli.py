@@ -39,21 +39,46 @@ def cmd_prepare(a: argparse.Namespace) -> int:
     spec = get_task(a.task)
     source = a.source or task["source"]
     if source not in spec.sources:
-        raise SystemExit(f"lra-data: task '{a.task}' has no source '{source}'; valid sources: {', '.join(spec.sources)}")
+        raise SystemExit(
+            f"lra-data: task '{a.task}' has no source '{source}'; valid sources: {', '.join(spec.sources)}"
+        )
     out = prepared_dir(data_dir, a.task, task["profile"])
     if read_manifest(out) is not None and not a.force:
         print(f"{out} is already prepared (use --force to prepare it again)")
         return 0
-    folder = spec.prepare({**task, "source": source, "path": a.path or task.get("path")}, data_dir, source=source,
-                          path=a.path or task.get("path"), workers=a.workers)
+    folder = spec.prepare(
+        {**task, "source": source, "path": a.path or task.get("path")},
+        data_dir,
+        source=source,
+        path=a.path or task.get("path"),
+        workers=a.workers,
+    )
     _print_info(folder)
     return 0
 
 
 def cmd_generate(a: argparse.Namespace) -> int:
-    if a.task != "listops":
-        raise SystemExit(f"lra-data generate: no generator for '{a.task}'")
     task, _ = _task_cfg(a.task, a.overrides)
+    if a.task in ("pathfinder", "pathx"):
+        from lra.data import pathfinder_gen
+
+        resolution = a.resolution or int(task["resolution"])
+        n = a.n or int(task["generator"]["n"])
+        folder = pathfinder_gen.generate(
+            a.out,
+            resolution=resolution,
+            difficulty=a.difficulty or task["difficulty"],
+            n=n,
+            workers=a.workers,
+            seed=a.seed,
+        )
+        print(
+            f"wrote {n} images to {folder} (release layout; prepare with: "
+            f"lra-data prepare {a.task} --source release --path {a.out})"
+        )
+        return 0
+    if a.task != "listops":
+        raise SystemExit(f"lra-data generate: no generator for '{a.task}' (generators: listops, pathfinder, pathx)")
     cfg = listops.GeneratorConfig(**task["generator"])
     folder = listops.write_release(a.out, listops.generate(cfg, workers=a.workers))
     print(f"wrote {folder}/basic_{{train,val,test}}.tsv ({cfg.n_train}/{cfg.n_val}/{cfg.n_test} expressions)")
@@ -90,7 +115,9 @@ def cmd_info(a: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    p = argparse.ArgumentParser(prog="lra-data", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="lra-data", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     sub = p.add_subparsers(dest="command", required=True)
     tasks = sorted(TASKS)
 
@@ -109,6 +136,10 @@ def main(argv: list[str] | None = None) -> int:
     s = add("generate", cmd_generate, "write generated raw data in the release format")
     s.add_argument("--out", required=True, help="output folder")
     s.add_argument("--workers", type=int, default=2)
+    s.add_argument("--resolution", type=int, choices=(32, 64, 128, 256), help="pathfinder: image size")
+    s.add_argument("--difficulty", choices=("easy", "inter", "hard"), help="pathfinder: contour length 6/9/14")
+    s.add_argument("--n", type=int, help="pathfinder: number of images")
+    s.add_argument("--seed", type=int, default=0, help="pathfinder: generator seed")
     add("verify", cmd_verify, "check prepared files against the manifest's checksums")
     add("info", cmd_info, "describe the prepared data")
     a, extra = p.parse_known_args(argv)

@@ -22,8 +22,10 @@ class ArrayDataset(Dataset):
         return len(self.labels)
 
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
-        return {"ids": torch.from_numpy(np.asarray(self.ids[i], dtype=np.int64)),
-                "label": torch.tensor(int(self.labels[i]))}
+        return {
+            "ids": torch.from_numpy(np.asarray(self.ids[i], dtype=np.int64)),
+            "label": torch.tensor(int(self.labels[i])),
+        }
 
 
 class LRADataModule(L.LightningDataModule):
@@ -32,8 +34,16 @@ class LRADataModule(L.LightningDataModule):
     ``val_split`` names the split used for validation (LRA's Text task validates on test).
     """
 
-    def __init__(self, folder: str | Path, *, batch_size: int, eval_batch_size: int | None = None,
-                 num_workers: int = 0, val_split: str = "val", seed: int = 0):
+    def __init__(
+        self,
+        folder: str | Path,
+        *,
+        batch_size: int,
+        eval_batch_size: int | None = None,
+        num_workers: int = 0,
+        val_split: str = "val",
+        seed: int = 0,
+    ):
         super().__init__()
         self.folder = Path(folder)
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size or batch_size
@@ -47,8 +57,11 @@ class LRADataModule(L.LightningDataModule):
 
     def _loader(self, split: str, train: bool) -> DataLoader:
         return DataLoader(
-            self.datasets[split], batch_size=self.batch_size if train else self.eval_batch_size, shuffle=train,
-            drop_last=train and len(self.datasets[split]) > self.batch_size, num_workers=self.num_workers,
+            self.datasets[split],
+            batch_size=self.batch_size if train else self.eval_batch_size,
+            shuffle=train,
+            drop_last=train and len(self.datasets[split]) > self.batch_size,
+            num_workers=self.num_workers,
             generator=torch.Generator().manual_seed(self.seed) if train else None,
             persistent_workers=self.num_workers > 0,
         )

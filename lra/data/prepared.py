@@ -46,18 +46,22 @@ def sha256(path: Path, chunk: int = 1 << 22) -> str:
 class PreparedWriter:
     """Writes one prepared folder atomically.
 
-        with PreparedWriter(out_dir, task="text", profile="lra", source="hf") as w:
-            w.add_split("train", ids, labels)                # whole arrays, or
-            w.add_chunks("test", chunks, row_shape=(4000,), dtype=np.uint16)  # streamed
-        # on success out_dir holds the arrays and manifest.json; on error nothing changes
+    with PreparedWriter(out_dir, task="text", profile="lra", source="hf") as w:
+        w.add_split("train", ids, labels)                # whole arrays, or
+        w.add_chunks("test", chunks, row_shape=(4000,), dtype=np.uint16)  # streamed
+    # on success out_dir holds the arrays and manifest.json; on error nothing changes
     """
 
     def __init__(self, out_dir: str | Path, *, task: str, profile: str, source: str, meta: dict | None = None):
         self.out_dir = Path(out_dir)
         self.tmp = self.out_dir.with_name(f".{self.out_dir.name}.tmp-{os.getpid()}")
         self.manifest = {
-            "task": task, "profile": profile, "source": source, "version": PREPROCESSING_VERSION,
-            "meta": meta or {}, "splits": {},
+            "task": task,
+            "profile": profile,
+            "source": source,
+            "version": PREPROCESSING_VERSION,
+            "meta": meta or {},
+            "splits": {},
         }
 
     def __enter__(self) -> PreparedWriter:
@@ -72,8 +76,9 @@ class PreparedWriter:
         np.save(self.tmp / f"{split}.labels.npy", np.asarray(labels, dtype=np.int64))
         self._record(split)
 
-    def add_chunks(self, split: str, chunks: Iterable[tuple[np.ndarray, np.ndarray]], *, row_shape: tuple[int, ...],
-                   dtype) -> None:
+    def add_chunks(
+        self, split: str, chunks: Iterable[tuple[np.ndarray, np.ndarray]], *, row_shape: tuple[int, ...], dtype
+    ) -> None:
         """Stream (ids, labels) chunks to disk without holding the split in memory."""
         raw = self.tmp / f"{split}.ids.raw"
         labels: list[np.ndarray] = []
@@ -82,13 +87,18 @@ class PreparedWriter:
             for ids, lab in chunks:
                 ids = np.ascontiguousarray(ids, dtype=dtype)
                 if ids.shape[1:] != tuple(row_shape) or len(ids) != len(lab):
-                    raise ValueError(f"split '{split}': chunk of shape {ids.shape} / {len(lab)} labels, "
-                                     f"expected rows of {tuple(row_shape)}")
+                    raise ValueError(
+                        f"split '{split}': chunk of shape {ids.shape} / {len(lab)} labels, "
+                        f"expected rows of {tuple(row_shape)}"
+                    )
                 f.write(ids.tobytes())
                 labels.append(np.asarray(lab, dtype=np.int64))
                 n += len(ids)
-        header = {"descr": np.lib.format.dtype_to_descr(np.dtype(dtype)), "fortran_order": False,
-                  "shape": (n, *row_shape)}
+        header = {
+            "descr": np.lib.format.dtype_to_descr(np.dtype(dtype)),
+            "fortran_order": False,
+            "shape": (n, *row_shape),
+        }
         with open(self.tmp / f"{split}.ids.npy", "wb") as out, open(raw, "rb") as src:
             np.lib.format.write_array_header_1_0(out, header)
             shutil.copyfileobj(src, out, 1 << 22)
@@ -100,10 +110,14 @@ class PreparedWriter:
         ids = np.load(self.tmp / f"{split}.ids.npy", mmap_mode="r")
         labels = np.load(self.tmp / f"{split}.labels.npy")
         self.manifest["splits"][split] = {
-            "n": int(len(ids)), "shape": list(ids.shape), "dtype": str(ids.dtype),
+            "n": int(len(ids)),
+            "shape": list(ids.shape),
+            "dtype": str(ids.dtype),
             "label_counts": {str(k): int(v) for k, v in zip(*np.unique(labels, return_counts=True))},
-            "sha256": {f"{split}.ids.npy": sha256(self.tmp / f"{split}.ids.npy"),
-                       f"{split}.labels.npy": sha256(self.tmp / f"{split}.labels.npy")},
+            "sha256": {
+                f"{split}.ids.npy": sha256(self.tmp / f"{split}.ids.npy"),
+                f"{split}.labels.npy": sha256(self.tmp / f"{split}.labels.npy"),
+            },
         }
 
     def __exit__(self, exc_type, exc, tb) -> None:
@@ -154,7 +168,7 @@ def verify(folder: Path) -> list[str]:
     if manifest is None:
         return [f"{folder}: no {MANIFEST}"]
     problems = []
-    for split, entry in manifest["splits"].items():
+    for entry in manifest["splits"].values():
         for name, digest in entry["sha256"].items():
             path = Path(folder) / name
             if not path.is_file():

@@ -55,6 +55,7 @@ def find_release_file(path: str | Path, relative: str) -> Path:
 
 # --- listops ---------------------------------------------------------------------------------
 
+
 def _listops_meta(task: dict) -> dict:
     meta = {"max_len": int(task["max_len"]), "source": task["source"]}
     if task["source"] == "generate":
@@ -62,8 +63,9 @@ def _listops_meta(task: dict) -> dict:
     return meta
 
 
-def _prepare_listops(task: dict, data_dir: str | Path, *, source: str, path: str | None = None,
-                     workers: int = 1) -> Path:
+def _prepare_listops(
+    task: dict, data_dir: str | Path, *, source: str, path: str | None = None, workers: int = 1
+) -> Path:
     out = prepared_dir(data_dir, "listops", task["profile"])
     meta = _listops_meta({**task, "source": source})
     if source == "generate":
@@ -73,8 +75,9 @@ def _prepare_listops(task: dict, data_dir: str | Path, *, source: str, path: str
     elif source == "release":
         if path is None:
             raise ValueError("--source release needs --path DIR (the extracted lra_release folder)")
-        splits = {s: list(listops.read_tsv(find_release_file(path, f"listops-1000/basic_{s}.tsv")))
-                  for s in listops.SPLITS}
+        splits = {
+            s: list(listops.read_tsv(find_release_file(path, f"listops-1000/basic_{s}.tsv"))) for s in listops.SPLITS
+        }
     else:
         raise ValueError(f"listops source must be one of generate, release; got '{source}'")
     with PreparedWriter(out, task="listops", profile=task["profile"], source=source, meta=meta) as w:
@@ -84,11 +87,69 @@ def _prepare_listops(task: dict, data_dir: str | Path, *, source: str, path: str
     return out
 
 
-register_task(TaskSpec("listops", ("generate", "release"), _prepare_listops, _listops_meta,
-                       generated_source="generate"))
+register_task(
+    TaskSpec("listops", ("generate", "release"), _prepare_listops, _listops_meta, generated_source="generate")
+)
+
+
+# --- pathfinder / pathx ----------------------------------------------------------------------
+
+
+def _pathfinder_meta(task: dict) -> dict:
+    meta = {
+        "resolution": int(task["resolution"]),
+        "difficulty": task["difficulty"],
+        "source": task["source"],
+        "split_seed": int(task["split_seed"]),
+    }
+    if task["source"] == "generate":
+        meta["generator"] = {"n": int(task["generator"]["n"]), "seed": int(task["generator"]["seed"])}
+    return meta
+
+
+def _prepare_pathfinder(
+    task: dict, data_dir: str | Path, *, source: str, path: str | None = None, workers: int = 1
+) -> Path:
+    from lra.data import pathfinder, pathfinder_gen
+
+    out = prepared_dir(data_dir, task["name"], task["profile"])
+    resolution, difficulty = int(task["resolution"]), task["difficulty"]
+    if source == "generate":
+        # the generated images stay beside the prepared arrays, in the release layout
+        path = out.with_name(out.name + ".images")
+        gen = task["generator"]
+        log.info(
+            "generating %d Pathfinder images (%dx%d, %s) with %d worker(s) into %s",
+            gen["n"],
+            resolution,
+            resolution,
+            difficulty,
+            workers,
+            path,
+        )
+        pathfinder_gen.generate(
+            path, resolution=resolution, difficulty=difficulty, n=int(gen["n"]), workers=workers, seed=int(gen["seed"])
+        )
+    elif source != "release":
+        raise ValueError(f"{task['name']} source must be one of generate, release; got '{source}'")
+    elif path is None:
+        raise ValueError("--source release needs --path DIR (the extracted lra_release folder)")
+    images, labels = pathfinder.read_pathfinder(path, resolution, difficulty)
+    meta = _pathfinder_meta({**task, "source": source})
+    with PreparedWriter(out, task=task["name"], profile=task["profile"], source=source, meta=meta) as w:
+        for split, idx in pathfinder.split_indices(len(labels), seed=int(task["split_seed"])).items():
+            w.add_split(split, images[idx], labels[idx])
+    return out
+
+
+for _name in ("pathfinder", "pathx"):
+    register_task(
+        TaskSpec(_name, ("generate", "release"), _prepare_pathfinder, _pathfinder_meta, generated_source="generate")
+    )
 
 
 # --- shared entry points -----------------------------------------------------------------------
+
 
 def prepare_command(task: dict, overrides: list[str] | None = None) -> str:
     """The exact ``lra-data prepare`` command for this task config."""
@@ -101,8 +162,7 @@ def prepare_command(task: dict, overrides: list[str] | None = None) -> str:
     return shlex.join(cmd).replace("'DIR'", "DIR")
 
 
-def ensure_prepared(task: dict, data_dir: str | Path, *, overrides: list[str] | None = None,
-                    workers: int = 1) -> Path:
+def ensure_prepared(task: dict, data_dir: str | Path, *, overrides: list[str] | None = None, workers: int = 1) -> Path:
     """The prepared folder for ``task``; generated tasks are prepared on first use.
 
     Missing data raises MissingDataError naming the command to run; data prepared with other
@@ -122,9 +182,12 @@ def ensure_prepared(task: dict, data_dir: str | Path, *, overrides: list[str] | 
     expected = spec.expected_meta(task)
     found = {k: manifest["meta"].get(k) for k in expected}
     if found != expected:
-        diff = ", ".join(f"{k}: prepared {found[k]!r}, config {expected[k]!r}" for k in expected if found[k] != expected[k])
+        diff = ", ".join(
+            f"{k}: prepared {found[k]!r}, config {expected[k]!r}" for k in expected if found[k] != expected[k]
+        )
         raise MissingDataError(
             f"prepared data at {folder} was made with other settings ({diff}).\nPrepare it again with:\n  "
-            + prepare_command(task, overrides) + " --force\nor choose another task.profile for the new settings."
+            + prepare_command(task, overrides)
+            + " --force\nor choose another task.profile for the new settings."
         )
     return folder
