@@ -7,6 +7,8 @@ mechanism cannot skip the shared rules.
 CASES: dict[str, dict] = {
     "vanilla": {},
     "vanilla[naive]": {"impl": "naive"},
+    "cast": {"num_clusters": 4, "cluster_size": 16},
+    "cast[sa_topk]": {"num_clusters": 4, "cluster_size": 16, "clustering": "sa_topk"},
 }
 
 
