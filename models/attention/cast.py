@@ -103,11 +103,10 @@ def _masked_softmax(logits: Tensor, valid: Tensor) -> Tensor:
     return torch.softmax(_at_least_f32(logits).masked_fill(~allowed, float("-inf")), dim=-1) * valid
 
 
-def _gather_tokens(x: Tensor, idx: Tensor) -> Tensor:
-    """x (B, H, N, d), idx (B, H, Nc, kappa) -> (B, H, Nc, kappa, d)."""
-    b, h, nc, kappa = idx.shape
-    flat = idx.reshape(b, h, nc * kappa, 1).expand(-1, -1, -1, x.shape[-1])  # (B, H, Nc*kappa, d)
-    return x.gather(2, flat).view(b, h, nc, kappa, -1)
+def _token_rows(x: Tensor) -> Tensor:
+    """(B, H, N, d) -> (B*N*H, d), one row per (batch, token, head); a view for split_heads output."""
+    b, h, n, d = x.shape
+    return x.transpose(1, 2).reshape(b * n * h, d)
 
 
 @register("cast")
@@ -158,8 +157,13 @@ class CASTAttention(QKVAttention):
         idx, valid = cluster(ag, kappa)  # (B, H, Nc, kappa) each
         nc = idx.shape[2]
 
+        # rows of the (B, N, H, d) layout that QKVAttention's projections produce: gathering rows
+        # there needs no transposed copy of q, k, v, and the output scatter lands in merged-head order
+        rows = (torch.arange(b, device=q.device).view(b, 1, 1, 1) * n + idx) * h
+        rows = (rows + torch.arange(h, device=q.device).view(1, h, 1, 1)).flatten()  # (B*H*Nc*kappa,)
+
         # 3. intra-cluster attention, one SDPA over B*H*Nc groups of kappa tokens
-        qm, km, vm = (_gather_tokens(t, idx).view(b, h * nc, kappa, d) for t in (q, k, v))  # (B, H*Nc, kappa, d)
+        qm, km, vm = (_token_rows(t).index_select(0, rows).view(b, h * nc, kappa, d) for t in (q, k, v))
         key_mask = valid | ~valid.any(-1, keepdim=True)  # an empty group attends to all (zeroed below)
         p = self.dropout if self.training else 0.0
         r_intra = F.scaled_dot_product_attention(
@@ -173,9 +177,8 @@ class CASTAttention(QKVAttention):
 
         # 5. combination O_i = sum_j W_ij (R_intra_j[i] if i in I_j else R_inter_j), W = softmax_j(Aq)
         w = torch.softmax(aq, dim=-1).to(v.dtype)  # (B, H, N, Nc)
-        out = w @ r_inter  # (B, H, N, d)
+        out = torch.einsum("bhnc,bhcd->bnhd", w, r_inter).reshape(b * n * h, d)  # (B*N*H, d)
         w_m = w.transpose(-1, -2).gather(-1, idx) * valid  # (B, H, Nc, kappa)
         delta = w_m[..., None] * (r_intra - r_inter[:, :, :, None, :])  # (B, H, Nc, kappa, d)
-        offset = torch.arange(b * h, device=q.device).view(b, h, 1, 1) * n
-        out = out.reshape(b * h * n, d).index_add(0, (idx + offset).flatten(), delta.reshape(-1, d))
-        return out.view(b, h, n, d)  # 6. heads merged and W_o applied by QKVAttention.forward
+        out = out.index_add_(0, rows, delta.reshape(-1, d))  # in place: out is a fresh tensor
+        return out.view(b, n, h, d).transpose(1, 2)  # (B, H, N, d); 6. merge and W_o in QKVAttention.forward
