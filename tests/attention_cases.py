@@ -13,6 +13,8 @@ CASES: dict[str, dict] = {
     "srformer[paper]": {"segment_size": 16, "scaling": "paper"},
     "srformer[spike]": {"segment_size": 16, "spike": True},
     "srformer[causal]": {"segment_size": 16, "causal": True},
+    "cast": {"num_clusters": 4, "cluster_size": 16},
+    "cast[sa_topk]": {"num_clusters": 4, "cluster_size": 16, "clustering": "sa_topk"},
 }
 
 
