@@ -7,6 +7,9 @@ mechanism cannot skip the shared rules.
 CASES: dict[str, dict] = {
     "vanilla": {},
     "vanilla[naive]": {"impl": "naive"},
+    "clustered": {"num_clusters": 8, "bits": 16, "iterations": 3},
+    "improved_clustered": {"num_clusters": 8, "bits": 16, "iterations": 3, "topk": 8},
+    "improved_clustered[fallback]": {"num_clusters": 48, "bits": 16, "iterations": 3, "topk": 8},
 }
 
 
