@@ -6,7 +6,7 @@ import torch
 from models.attention import build_attention
 from models.attention._clustering import cluster_queries, hamming_kmeans
 from models.attention.clustered import clustered_attention
-from models.attention.improved_clustered import improved_clustered_attention
+from models.attention.improved_clustered import chunk_layout, improved_clustered_attention
 from tests.oracles import softmax_attention, vanilla_with_projections
 
 NAMES = ["clustered", "improved_clustered"]
@@ -83,6 +83,7 @@ def test_kmeans_with_identical_queries_per_cluster_equals_vanilla(name):
     token_id = torch.tensor([0, 1, 2, 3, 0, 4, 5, 6, 7])
     x = tokens[:, token_id]  # (B, N, D)
     for seed in range(40):
+        torch.manual_seed(1)  # the same weights for every seed
         m = build_attention(name, d_model=32, n_heads=1, num_clusters=8, bits=32, iterations=3, seed=seed).eval()
         clusters = m.cluster(split_qkv(m, x)[0], torch.ones(1, 9, dtype=torch.bool))[0, 0]  # (N,)
         if (clusters * 8 + token_id).unique().numel() == clusters.unique().numel():  # one token per cluster
@@ -90,6 +91,52 @@ def test_kmeans_with_identical_queries_per_cluster_equals_vanilla(name):
     else:
         pytest.fail("no seed gave one token per cluster")
     torch.testing.assert_close(m(x), vanilla_with_projections(m, x, None), rtol=1e-5, atol=1e-5)
+
+
+def loop_oracle(q, k, v, clusters, valid, num_clusters, topk):
+    """Eq. 7-11 written out per batch item, head, cluster and query; topk=None gives plain clustered."""
+    out = torch.zeros_like(q)
+    for b in range(q.shape[0]):
+        keys = valid[b].nonzero().squeeze(1)
+        for h in range(q.shape[1]):
+            for j in range(num_clusters):
+                members = [i for i in range(q.shape[2]) if clusters[b, h, i] == j and valid[b, i]]
+                if not members:
+                    continue
+                kk, vv = k[b, h, keys], v[b, h, keys]
+                ac = torch.softmax(kk @ q[b, h, members].mean(0) / q.shape[-1] ** 0.5, dim=0)  # (valid keys,)
+                top = ac.topk(min(topk, len(keys))).indices if topk else torch.zeros(0, dtype=torch.long)
+                rest = torch.ones(len(keys), dtype=torch.bool)
+                rest[top] = False
+                for i in members:
+                    a = ac[top].sum() * torch.softmax(kk[top] @ q[b, h, i] / q.shape[-1] ** 0.5, dim=0)
+                    out[b, h, i] = a @ vv[top] + ac[rest] @ vv[rest]
+    return out
+
+
+@pytest.mark.parametrize("topk", [None, 3, 7, 30])
+def test_matches_the_equations_written_out(topk):
+    g = torch.Generator().manual_seed(0)
+    q, k, v = torch.randn(3, 2, 2, 20, 4, generator=g).unbind(0)
+    valid = lengths_mask([20, 6], 20)  # item 1 has fewer real keys than topk=7: padded top keys are masked
+    clusters = torch.randint(0, 4, (2, 2, 20), generator=g)
+    if topk is None:
+        out = clustered_attention(q, k, v, clusters, valid, 4)
+    else:
+        out = improved_clustered_attention(q, k, v, clusters, valid, 4, topk)
+    keep = valid[:, None].expand(-1, 2, -1)
+    torch.testing.assert_close(out[keep], loop_oracle(q, k, v, clusters, valid, 4, topk)[keep], rtol=1e-5, atol=1e-5)
+
+
+def test_chunk_layout_seats_each_query_once_with_its_cluster():
+    g = torch.Generator().manual_seed(0)
+    clusters = torch.cat([torch.randint(0, 5, (3, 50), generator=g), torch.zeros(1, 50, dtype=torch.long)])
+    for size in (1, 4, 10, 64):
+        slot, chunk_cluster = chunk_layout(clusters, 5, size)  # (G, N), (G, M)
+        assert chunk_cluster.shape == (4, -(-50 // size) + 5)
+        assert all(row.unique().numel() == 50 for row in slot)  # one query per slot
+        assert (slot < chunk_cluster.shape[1] * size).all()
+        torch.testing.assert_close(chunk_cluster.gather(1, slot // size), clusters, rtol=0, atol=0)
 
 
 def test_improved_with_topk_n_equals_vanilla_under_any_clustering():

@@ -53,9 +53,9 @@ def hamming_kmeans(
     codes: (B, H, N, bits) in {0, 1}; valid: (B, N) bool, True = real query. Initial centroids are
     the codes at C distinct random valid positions (padded positions are used only when a
     sequence has fewer than C real queries). Each of ``iterations`` steps assigns every query to
-    its nearest centroid and sets each centroid bit to the majority vote of its members (ties
-    give 0); a cluster without members gets a fresh random code. Padded queries are assigned
-    too (their ids are harmless) but never vote and are not counted.
+    its nearest centroid and sets each centroid bit to the majority vote of its members; a tied
+    vote is decided at random, so a cluster without members gets a fresh random code. Padded
+    queries are assigned too (their ids are harmless) but never vote and are not counted.
 
     Returns cluster ids (B, H, N) int64 in [0, C) and member counts (B, H, C) int64 (real
     queries only).
@@ -63,33 +63,25 @@ def hamming_kmeans(
     b, h, n, nbits = codes.shape
     if num_clusters > n:
         raise ValueError(f"num_clusters={num_clusters} exceeds the sequence length {n}")
-    codes = codes.float()
-    weight = valid[:, None, :].expand(b, h, n).float()  # (B, H, N): 1 for a real query, 0 for padding
+    # On +-1 codes, <x, c> = bits - 2 * Hamming(x, c): the nearest centroid is the largest dot product.
+    signs = 2 * codes.float() - 1  # (B, H, N, bits)
+    weight = valid[:, None, :, None].expand(b, h, n, 1).float()  # (B, H, N, 1): 1 = real query, 0 = padding
+    votes = signs * weight  # (B, H, N, bits): padded queries abstain
 
     # C distinct random positions per (batch, head), real ones first: smallest random keys win.
-    keys = _uniform((b, h, n), generator, codes.device).masked_fill(weight == 0, 2.0)  # (B, H, N)
+    keys = _uniform((b, h, n), generator, codes.device).masked_fill(weight[..., 0] == 0, 2.0)  # (B, H, N)
     start = keys.topk(num_clusters, dim=-1, largest=False).indices  # (B, H, C)
-    centroids = codes.gather(2, start[..., None].expand(-1, -1, -1, nbits))  # (B, H, C, bits)
-
-    def assign(centroids: Tensor) -> Tensor:
-        # Hamming(x, c) = |x| + |c| - 2 <x, c> on {0, 1}; |x| does not change the argmin.
-        dist = centroids.sum(-1)[:, :, None, :] - 2 * codes @ centroids.transpose(-1, -2)  # (B, H, N, C)
-        return dist.argmin(dim=-1)  # (B, H, N)
-
-    def member_counts(clusters: Tensor) -> Tensor:
-        return torch.zeros(b, h, num_clusters, device=codes.device).scatter_add_(2, clusters, weight)  # (B, H, C)
+    centroids = signs.gather(2, start[..., None].expand(-1, -1, -1, nbits))  # (B, H, C, bits)
 
     for _ in range(iterations):
-        clusters = assign(centroids)  # (B, H, N)
-        counts = member_counts(clusters)  # (B, H, C)
-        ones = torch.zeros_like(centroids).scatter_add_(
-            2, clusters[..., None].expand(-1, -1, -1, nbits), codes * weight[..., None]
-        )  # (B, H, C, bits): members with the bit set
-        random_codes = (_uniform((b, h, num_clusters, nbits), generator, codes.device) < 0.5).float()
-        majority = (2 * ones > counts[..., None]).float()  # (B, H, C, bits)
-        centroids = torch.where(counts[..., None] > 0, majority, random_codes)
-    clusters = assign(centroids)
-    return clusters, member_counts(clusters).long()
+        clusters = (signs @ centroids.transpose(-1, -2)).argmax(dim=-1)  # (B, H, N)
+        tally = torch.zeros_like(centroids).scatter_add_(2, clusters[..., None].expand(-1, -1, -1, nbits), votes)
+        # Majority per bit; a half-unit of noise only decides ties (integer tallies), empty clusters included.
+        noise = _uniform((b, h, num_clusters, nbits), generator, codes.device).sub_(0.5)  # (B, H, C, bits)
+        centroids = torch.sign(tally + noise)  # (B, H, C, bits)
+    clusters = (signs @ centroids.transpose(-1, -2)).argmax(dim=-1)  # (B, H, N)
+    counts = torch.zeros(b, h, num_clusters, device=codes.device).scatter_add_(2, clusters, weight[..., 0])
+    return clusters, counts.long()
 
 
 def cluster_queries(

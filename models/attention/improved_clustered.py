@@ -15,11 +15,33 @@ from models.attention import register
 from models.attention.clustered import ClusteredAttention, centroid_scores, cluster_means, compute_dtype, per_query
 
 
-def gather_keys(x: Tensor, index: Tensor) -> Tensor:
-    """Rows of x (B, H, N, d) at index (B, H, N, k): (B, H, N, k, d)."""
-    b, h, n, k = index.shape
-    flat = index.reshape(b, h, n * k, 1).expand(-1, -1, -1, x.shape[-1])  # (B, H, N*k, d)
-    return x.gather(2, flat).view(b, h, n, k, x.shape[-1])
+def chunk_layout(clusters: Tensor, num_clusters: int, chunk: int) -> tuple[Tensor, Tensor]:
+    """Seat the queries of each cluster in consecutive chunks of ``chunk`` slots (queries sorted by cluster).
+
+    clusters: (G, N) int64 in [0, C). A chunk holds queries of one cluster only, so a cluster's top
+    keys are gathered once per chunk rather than once per query. There are at most
+    M = ceil(N / chunk) + C chunks. Returns each query's slot (G, N) in [0, M * chunk) and each
+    chunk's cluster (G, M) (unused chunks say 0).
+    """
+    g, n = clusters.shape
+    m = -(-n // chunk) + num_clusters
+    sizes = torch.zeros(g, num_clusters, dtype=torch.long, device=clusters.device)
+    sizes.scatter_add_(1, clusters, torch.ones_like(clusters))  # (G, C)
+    chunks = (sizes + chunk - 1) // chunk  # (G, C) chunks per cluster
+    first_chunk = chunks.cumsum(1) - chunks  # (G, C)
+    first_pos = sizes.cumsum(1) - sizes  # (G, C) where the cluster starts in sorted order
+    sorted_c, order = clusters.sort(dim=1, stable=True)  # (G, N)
+    rank = torch.arange(n, device=clusters.device) - first_pos.gather(1, sorted_c)  # (G, N) rank in its cluster
+    slot = torch.empty_like(clusters).scatter_(1, order, first_chunk.gather(1, sorted_c) * chunk + rank)  # (G, N)
+    chunk_cluster = torch.zeros(g, m, dtype=torch.long, device=clusters.device).scatter_(1, slot // chunk, clusters)
+    return slot, chunk_cluster
+
+
+def rows(x: Tensor, index: Tensor) -> Tensor:
+    """Rows of x (G, N, d) at index (G, ...): (G, ..., d)."""
+    g, d = x.shape[0], x.shape[-1]
+    flat = index.reshape(g, -1, 1).expand(-1, -1, d)  # (G, L, d)
+    return x.gather(1, flat).view(*index.shape, d)
 
 
 def improved_clustered_attention(
@@ -37,28 +59,39 @@ def improved_clustered_attention(
     q, k, v: (B, H, N, d); clusters: (B, H, N) int64 cluster id per query; valid: (B, N) bool,
     True = real token. ``topk`` is clamped to N. Returns (B, H, N, d).
     """
-    scale = q.shape[-1] ** -0.5
-    qc = cluster_means(q, clusters, valid, num_clusters)  # (B, H, C, d)
+    b, h, n, d = q.shape
+    c, g = num_clusters, b * h
+    qc = cluster_means(q, clusters, valid, c)  # (B, H, C, d)
     scores = centroid_scores(qc, k, valid)  # (B, H, C, N), -inf at padded keys
     attn = torch.softmax(scores, dim=-1)  # (B, H, C, N): Ac
-    top_scores, top = scores.topk(min(topk, k.shape[2]), dim=-1)  # (B, H, C, k): T_j
-    mass = attn.gather(-1, top).sum(-1, keepdim=True)  # (B, H, C, 1): m_j = sum_{s in T_j} Ac[j, s]
+    top_scores, top = scores.topk(min(topk, n), dim=-1)  # (B, H, C, k): T_j
+    mass = attn.gather(-1, top).sum(-1)  # (B, H, C): m_j = sum_{s in T_j} Ac[j, s]
 
     # The rest keeps the centroid's attention: V_bottom_j = sum_{s not in T_j} Ac[j, s] v_s.
     bottom = attn.scatter(-1, top, 0.0)  # (B, H, C, N)
     bottom = F.dropout(bottom, dropout_p) if dropout_p > 0 else bottom
     v_bottom = bottom.to(v.dtype) @ v  # (B, H, C, d)
 
-    # Each query attends exactly to its cluster's top keys, scaled by m_j. A top key can be
-    # padding when the sequence has fewer than topk real keys: mask it again per query.
-    top_q = per_query(top, clusters)  # (B, H, N, k)
-    real_q = per_query(top_scores.isfinite(), clusters)  # (B, H, N, k)
+    # Each query attends exactly to its cluster's top keys, scaled by m_j: a_i = m_j softmax(q_i K_Tj^T).
+    # Queries sit in chunks of one cluster each (about N / C slots), so a chunk scores its cluster's
+    # keys with one small matmul instead of gathering the keys once per query.
+    size = -(-n // c)
+    slot, chunk_cluster = chunk_layout(clusters.reshape(g, n), c, size)  # (G, N), (G, M)
+    m = chunk_cluster.shape[1]
+    per_chunk = chunk_cluster[..., None].expand(-1, -1, top.shape[-1])  # (G, M, k)
+    chunk_top = top.reshape(g, c, -1).gather(1, per_chunk)  # (G, M, k)
+    # A top key is padding when the sequence has fewer than topk real keys: mask it again.
+    chunk_real = top_scores.isfinite().reshape(g, c, -1).gather(1, per_chunk)  # (G, M, k)
+    chunk_mass = mass.reshape(g, c).gather(1, chunk_cluster)  # (G, M)
+    seat = slot[..., None].expand(-1, -1, d)  # (G, N, d)
+    q_seated = q.new_zeros(g, m * size, d).scatter(1, seat, q.reshape(g, n, d)).view(g, m, size, d)
     ct = compute_dtype(q)
-    s = torch.einsum("bhnd,bhnkd->bhnk", q.to(ct), gather_keys(k, top_q).to(ct)) * scale  # (B, H, N, k)
-    a = torch.softmax(s.masked_fill(~real_q, float("-inf")), dim=-1) * per_query(mass, clusters)  # (B, H, N, k)
+    s = q_seated.to(ct) @ rows(k.reshape(g, n, d), chunk_top).to(ct).transpose(-1, -2) * d**-0.5  # (G, M, S, k)
+    a = torch.softmax(s.masked_fill(~chunk_real[:, :, None], float("-inf")), dim=-1)  # (G, M, S, k)
+    a = a * chunk_mass[..., None, None]
     a = F.dropout(a, dropout_p) if dropout_p > 0 else a
-    v_top = torch.einsum("bhnk,bhnkd->bhnd", a.to(v.dtype), gather_keys(v, top_q))  # (B, H, N, d)
-    return v_top + per_query(v_bottom, clusters)
+    v_top = (a.to(v.dtype) @ rows(v.reshape(g, n, d), chunk_top)).view(g, m * size, d).gather(1, seat)  # (G, N, d)
+    return v_top.view(b, h, n, d) + per_query(v_bottom, clusters)
 
 
 @register("improved_clustered")
