@@ -273,3 +273,14 @@ def test_cluster_queries_rejects_more_clusters_than_tokens():
         cluster_queries(
             torch.randn(1, 1, 4, 8), torch.ones(1, 4, dtype=torch.bool), num_clusters=5, bits=8, iterations=1
         )
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_bfloat16_stays_close_to_float32(name):
+    m = build(name).eval()
+    x = torch.randn(2, 64, 32)
+    mask = lengths_mask([64, 45], 64)
+    y32 = m(x, mask)
+    y16 = m.to(torch.bfloat16)(x.bfloat16(), mask)
+    assert y16.dtype == torch.bfloat16
+    torch.testing.assert_close(y16.float(), y32, rtol=0.05, atol=0.05)

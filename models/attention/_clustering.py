@@ -1,4 +1,4 @@
-"""Query clustering for clustered attention (Vyas, Katharopoulos, Fleuret, NeurIPS 2020, Sec. 3.2.1).
+"""Query clustering for clustered attention (Vyas, Katharopoulos, Fleuret, NeurIPS 2020).
 
 Queries are hashed with random hyperplanes to bit codes, and the codes are grouped by a few
 Lloyd iterations of k-means under the Hamming distance. Everything here runs without gradient:

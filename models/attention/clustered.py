@@ -31,12 +31,14 @@ def per_query(x: Tensor, clusters: Tensor) -> Tensor:
 
 
 def cluster_means(q: Tensor, clusters: Tensor, valid: Tensor, num_clusters: int) -> Tensor:
-    """Centroids Qc_j = mean of the real queries in cluster j (Eq. 6); carries q's gradient.
+    """Centroids Qc_j = mean of the real queries in cluster j; carries q's gradient.
 
     q: (B, H, N, d); clusters: (B, H, N) int64; valid: (B, N) bool, True = real query.
-    Returns (B, H, C, d); an empty cluster's centroid is zero.
+    Returns (B, H, C, d) in float32 or wider (sums of many half-precision queries lose digits); an
+    empty cluster's centroid is zero.
     """
     b, h, n, d = q.shape
+    q = q.to(compute_dtype(q))
     weight = valid[:, None, :, None].to(q.dtype)  # (B, 1, N, 1)
     index = clusters[..., None].expand(-1, -1, -1, d)  # (B, H, N, d)
     sums = q.new_zeros(b, h, num_clusters, d).scatter_add(2, index, q * weight)  # (B, H, C, d)
@@ -57,7 +59,7 @@ def centroid_scores(qc: Tensor, k: Tensor, valid: Tensor) -> Tensor:
 def clustered_attention(
     q: Tensor, k: Tensor, v: Tensor, clusters: Tensor, valid: Tensor, num_clusters: int, dropout_p: float = 0.0
 ) -> Tensor:
-    """Clustered attention for a given clustering (Eq. 7-8).
+    """Clustered attention for a given clustering.
 
     q, k, v: (B, H, N, d); clusters: (B, H, N) int64 cluster id per query; valid: (B, N) bool,
     True = real token. Ac = softmax(Qc K^T / sqrt(d) + key padding bias), Vc = Ac V,

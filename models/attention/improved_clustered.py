@@ -1,4 +1,4 @@
-"""Improved clustered attention (Vyas, Katharopoulos, Fleuret, NeurIPS 2020, Sec. 3.3), in plain PyTorch.
+"""Improved clustered attention (Vyas, Katharopoulos, Fleuret, NeurIPS 2020), in plain PyTorch.
 
 Clustered attention, plus: each centroid picks its ``topk`` highest-scoring keys, and every
 query attends exactly to its cluster's top keys, rescaled by the centroid's attention mass on
@@ -54,7 +54,7 @@ def improved_clustered_attention(
     topk: int,
     dropout_p: float = 0.0,
 ) -> Tensor:
-    """Improved clustered attention for a given clustering (Eq. 9-11).
+    """Improved clustered attention for a given clustering.
 
     q, k, v: (B, H, N, d); clusters: (B, H, N) int64 cluster id per query; valid: (B, N) bool,
     True = real token. ``topk`` is clamped to N. Returns (B, H, N, d).
