@@ -68,9 +68,8 @@ def key_mask_for_sdpa(mask: Tensor | None) -> Tensor | None:
     return mask[:, None, None, :]
 
 
-def masked_softmax_attention(
-    q: Tensor, k: Tensor, v: Tensor, key_mask: Tensor | None, dropout: float = 0.0, training: bool = False
-) -> Tensor:
+def masked_softmax_attention(q: Tensor, k: Tensor, v: Tensor, key_mask: Tensor | None, dropout: float = 0.0,
+                             training: bool = False) -> Tensor:
     """Plain einsum softmax attention, scores and softmax in float32.
 
     q: (..., Nq, d), k, v: (..., Nk, d), key_mask broadcastable to (..., Nq, Nk) bool (True = attend).
