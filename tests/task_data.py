@@ -153,7 +153,7 @@ AAN_FILES = {"train": "new_aan_pairs.train.tsv", "val": "new_aan_pairs.eval.tsv"
 
 
 def write_aan(folder: Path) -> Path:
-    """The three TSVs (no header, label written as LRA's release does, e.g. ``1.0``) into ``folder``."""
+    """The three TSVs into ``folder``: no header, five tab-separated fields, labels written as floats (``1.0``)."""
     folder.mkdir(parents=True, exist_ok=True)
     for split, rows in AAN.items():
         lines = [f"{float(lab)}\t{a}\t{b}\t{t1}\t{t2}\n" for lab, a, b, t1, t2 in rows]

@@ -107,6 +107,8 @@ def test_folder_file_names_and_missing_data_are_explained(tmp_path):
         list(text.read_folder("train", tmp_path))
     with pytest.raises(FileNotFoundError, match="no aclImdb/train/pos"):
         list(text.read_folder("train", tmp_path / "nowhere"))
+    with pytest.raises(ValueError, match=r"--source folder needs --path DIR \(the extracted aclImdb folder\)"):
+        list(text.read_folder("train", None))
 
 
 def test_missing_package_and_unknown_source(tmp_path, monkeypatch):

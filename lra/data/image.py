@@ -29,6 +29,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
+from tqdm import tqdm
 
 from lra.data.sources import hf_split, tfds_split
 
@@ -139,7 +140,7 @@ def read_tfds(split: str, path: str | Path | None = None, chunk: int = 1000) -> 
         )
 
 
-def gray_split(chunks: Iterator[Chunk], split: str, progress=None) -> tuple[np.ndarray, np.ndarray]:
+def gray_split(chunks: Iterator[Chunk], split: str, progress: tqdm | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Grayscale tokens (n, 1024) uint8 and labels (n,) of one split, in TFDS (= LRA) order.
 
     The RGB images are converted chunk by chunk; only the grayscale split is held in memory.
