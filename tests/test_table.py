@@ -1,6 +1,7 @@
 """lra-table on result.json files written here, results/published.yaml, and a real two-run sweep."""
 
 import csv
+import importlib.util
 import io
 import json
 import os
@@ -12,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from lra.results import RESULT_FIELDS
-from lra.table import FIVE, PUBLISHED, latex_escape, load_published
+from lra.table import FIVE, PUBLISHED, TASKS, latex_escape, load_published
 from lra.table import main as lra_table
 from models.attention import available
 from tests.test_train import TINY
@@ -195,3 +196,82 @@ def test_a_two_run_sweep_makes_a_table_with_two_seeds(tmp_path, capsys):
     assert found == ["0_vanilla-listops-s0/result.json", "1_vanilla-listops-s1/result.json"]
     cell = md_rows(table([sweep], capsys))["vanilla"][0]
     assert cell.endswith("(n=2)"), cell
+
+
+def _reproduce_module():
+    spec = importlib.util.spec_from_file_location("reproduce_table", ROOT / "scripts" / "reproduce_table.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_reproduce_print_covers_every_task_and_mechanism(capsys):
+    assert _reproduce_module().main(["lra", "--print", "--seeds", "0,1", "--out", "sweeps"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == len(TASKS)
+    for task, line in zip(TASKS, lines):
+        words = line.split()
+        assert words[:3] == ["lra-train", "-m", f"experiment=lra/{task}"]
+        assert f"attention={','.join(available())}" in words and "seed=0,1" in words
+        assert f"hydra.sweep.dir={Path('sweeps') / task}" in words
+
+
+def test_slurm_launcher_config_composes_and_writes_the_sbatch_script(tmp_path, monkeypatch):
+    """The launcher is built from the config and submits through submitit, here without a cluster:
+    a dummy srun passes submitit's cluster check and the submission itself is intercepted."""
+    submitit = pytest.importorskip("submitit")
+    pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
+    from hydra import compose, initialize_config_dir
+    from hydra.utils import instantiate
+
+    from lra.train import CONFIG_DIR
+
+    (tmp_path / "bin").mkdir()
+    (tmp_path / "bin" / "srun").write_text("#!/bin/sh\nexit 1\n")
+    (tmp_path / "bin" / "srun").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}{os.pathsep}{os.environ['PATH']}")
+    overrides = [
+        "hydra/launcher=slurm",
+        "hydra.launcher.partition=debug",
+        "hydra.launcher.timeout_min=90",
+        f"hydra.sweep.dir={tmp_path / 'sweep'}",
+        "experiment=quickstart",
+    ]
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        cfg = compose("train", overrides=overrides, return_hydra_config=True)
+    launcher = instantiate(cfg.hydra.launcher)
+    assert type(launcher).__name__ == "SlurmLauncher"
+    submitted = {}
+    monkeypatch.setattr(
+        submitit.AutoExecutor, "map_array", lambda self, fn, *args: submitted.update(executor=self, args=args) or []
+    )
+    launcher.setup(hydra_context=None, task_function=None, config=cfg)
+    launcher.launch([["seed=0"], ["seed=1"]], initial_job_idx=0)
+    assert [list(o) for o in submitted["args"][0]] == [["seed=0"], ["seed=1"]]
+    sbatch = submitted["executor"]._executor._make_submission_file_text("python -m lra.train", "uid")
+    for line in (
+        "--partition=debug",
+        "--time=90",
+        "--gpus-per-node=1",
+        "--cpus-per-task=8",
+        "--mem=32GB",
+        f"--output={tmp_path / 'sweep'}/.submitit/",
+    ):
+        assert f"#SBATCH {line}" in sbatch
+    with pytest.raises(Exception, match="partiton"), initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        compose("train", overrides=["hydra/launcher=slurm", "hydra.launcher.partiton=x"], return_hydra_config=True)
+
+
+def test_reproduce_reports_what_it_cannot_run(tmp_path):
+    reproduce = _reproduce_module()
+    assert reproduce.skip_reason("nope", "listops", []) == "no preset configs/experiment/nope/listops.yaml yet"
+    reason = reproduce.skip_reason("lra", "listops", ["task.source=release", f"paths.data_dir={tmp_path}"])
+    assert f"no prepared data at {tmp_path / 'listops' / 'lra'}" in reason
+    assert "lra-data prepare listops --source release --path DIR experiment=lra/listops task.source=release" in reason
+    assert reproduce.skip_reason("mini", "listops", [f"paths.data_dir={tmp_path}"]) is None  # generated on first use
+    assert (
+        reproduce.device_slug(
+            [{"device": "NVIDIA H100 80GB HBM3"}, {"device": "cpu (2 cores)"}, {"device": "NVIDIA H100 80GB HBM3"}]
+        )
+        == "nvidia-h100-80gb-hbm3"
+    )
