@@ -32,24 +32,32 @@ class StepTimer(L.Callback):
         self.times: list[float] = []
         self.real_tokens = self.all_tokens = self.samples = 0
         self._t0 = 0.0
-        self._seen = 0
+        self._pending = [0.0, 0, 0, 0]  # time, all tokens, real tokens, samples of the current optimizer step
+        self._seen = self._global_step = 0
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
         _sync(pl_module)
+        self._global_step = trainer.global_step
         self._t0 = time.perf_counter()
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         _sync(pl_module)
-        dt = time.perf_counter() - self._t0
+        ids = batch["ids"]
+        mask = pl_module.mask(ids)
+        real = ids.numel() if mask is None else int(mask.sum())
+        for i, value in enumerate((time.perf_counter() - self._t0, ids.numel(), real, len(ids))):
+            self._pending[i] += value
+        if trainer.global_step == self._global_step:  # gradient accumulation: the step spans more batches
+            return
+        dt, all_tokens, real_tokens, samples = self._pending
+        self._pending = [0.0, 0, 0, 0]
         self._seen += 1
         if self._seen <= self.warmup:
             return
         self.times.append(dt)
-        ids = batch["ids"]
-        mask = pl_module.mask(ids)
-        self.all_tokens += ids.numel()
-        self.real_tokens += ids.numel() if mask is None else int(mask.sum())
-        self.samples += len(ids)
+        self.all_tokens += all_tokens
+        self.real_tokens += real_tokens
+        self.samples += samples
         pl_module.log("perf/step_ms", 1000 * dt, on_step=True, on_epoch=False)
 
     def summary(self) -> dict[str, float | None]:

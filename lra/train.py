@@ -7,6 +7,7 @@ lra-train -m experiment=lra/listops attention=vanilla,cast seed=0,1,2
 
 from __future__ import annotations
 
+import inspect
 import logging
 import math
 import os
@@ -33,24 +34,27 @@ log = logging.getLogger(__name__)
 CONFIG_DIR = str(Path(__file__).resolve().parents[1] / "configs")
 
 
+def check_keys(group: str, keys, valid) -> None:
+    """Refuse a config key nothing reads (a typo, or a key set by the wrong file), naming the valid ones."""
+    unknown = sorted(set(keys) - set(valid))
+    if unknown:
+        raise ValueError(
+            f"unknown key(s) {', '.join(f'{group}.{k}' for k in unknown)}; valid: {', '.join(sorted(valid))}"
+        )
+
+
 def build_model(cfg: DictConfig) -> torch.nn.Module:
     """Encoder + head from the task, model and attention configs (keys equal constructor arguments)."""
     m, task = cfg.model, cfg.task
     attention = OmegaConf.to_container(cfg.attention, resolve=True)
+    options = {k: v for k, v in OmegaConf.to_container(m, resolve=True).items() if k != "d_head"}
+    check_keys("model", [*options, "d_head"], [*inspect.signature(Encoder).parameters, "d_head"])
     encoder = Encoder(
         vocab_size=task.vocab_size,
         max_len=task.max_len,
-        d_model=m.d_model,
-        n_heads=m.n_heads,
-        n_layers=m.n_layers,
-        d_mlp=m.d_mlp,
-        dropout=m.dropout,
-        attn_dropout=m.attn_dropout,
-        positions=m.positions,
-        pool=m.pool,
         attention=attention.pop("name"),
         attention_options=attention,
-        layer_scale_init=m.layer_scale_init,
+        **options,
     )
     if task.pair:
         return PairClassifier(
@@ -110,6 +114,9 @@ def build_loggers(cfg: DictConfig, run_dir: Path, run_name: str) -> list[Logger]
     return loggers
 
 
+_NOT_OPTIM = ("model", "n_classes", "pad_id", "total_steps")
+
+
 def total_steps(cfg: DictConfig, dm: LRADataModule) -> int:
     if cfg.trainer.max_steps and cfg.trainer.max_steps > 0:
         return int(cfg.trainer.max_steps)
@@ -140,17 +147,10 @@ def run(cfg: DictConfig, run_dir: Path, overrides: list[str]) -> dict:
     )
     dm.setup()
     model = build_model(cfg)
+    optim = OmegaConf.to_container(cfg.optim, resolve=True)
+    check_keys("optim", optim, [k for k in inspect.signature(LRAModule).parameters if k not in _NOT_OPTIM])
     module = LRAModule(
-        model,
-        n_classes=cfg.task.n_classes,
-        pad_id=pad_id(cfg.task),
-        lr=cfg.optim.lr,
-        weight_decay=cfg.optim.weight_decay,
-        betas=tuple(cfg.optim.betas),
-        eps=cfg.optim.eps,
-        schedule=cfg.optim.schedule,
-        warmup_steps=cfg.optim.warmup_steps,
-        total_steps=total_steps(cfg, dm),
+        model, n_classes=cfg.task.n_classes, pad_id=pad_id(cfg.task), total_steps=total_steps(cfg, dm), **optim
     )
     n_params = sum(p.numel() for p in model.parameters())
     log.info("%s: %s parameters, data %s, run dir %s", run_name, f"{n_params:,}", folder, run_dir)

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from omegaconf import OmegaConf
 
 from lra.config import compose_config
 from lra.data.prepared import load_split
@@ -109,3 +110,20 @@ def test_every_attention_trains_listops_end_to_end(name, tmp_path):
     record = run(compose_config(overrides), tmp_path / "run", overrides)
     assert record["attention"] == name and record["steps"] == 12
     assert np.isfinite(record["train_loss"]) and 0 <= record["test_acc"] <= 1
+
+
+def test_step_time_spans_accumulated_batches(tmp_path):
+    """With gradient accumulation the timer counts optimizer steps, each covering its batches."""
+    overrides = [*TINY, "trainer.accumulate_grad_batches=2", f"paths.data_dir={tmp_path}", "logger=none"]
+    record = run(compose_config(overrides), tmp_path / "run", overrides)
+    assert record["steps"] == 12 and record["timed_steps"] == 12 - 2  # warm-up: 2 optimizer steps
+    assert record["samples_per_s"] * record["step_time_ms"] / 1000 == pytest.approx(32, rel=0.5)
+
+
+@pytest.mark.parametrize("key", ["model.n_layer", "optim.learning_rate"])
+def test_a_misspelled_key_in_a_config_file_is_refused(key, tmp_path):
+    cfg = compose_config([*TINY, f"paths.data_dir={tmp_path}", "logger=none"])
+    OmegaConf.set_struct(cfg, False)  # as if an experiment file had added the key
+    OmegaConf.update(cfg, key, 1)
+    with pytest.raises(ValueError, match=rf"unknown key\(s\) {key}; valid: .*"):
+        run(cfg, tmp_path / "run", [])
