@@ -72,7 +72,12 @@ class StepTimer(L.Callback):
 
 
 class PeakMemory(L.Callback):
-    """Peak memory in MB: CUDA allocator peak on GPU (reset at fit start), process peak RSS on CPU."""
+    """Peak memory in MB during fit and test.
+
+    GPU: the CUDA allocator's peak (reset at fit start). CPU: the process's peak resident set
+    (VmHWM); Linux lets a process reset it (``clear_refs``), so in a sweep that runs several
+    jobs in one process each job reports its own peak, not the largest so far.
+    """
 
     def __init__(self):
         self.device_type = "cpu"
@@ -81,14 +86,38 @@ class PeakMemory(L.Callback):
         self.device_type = pl_module.device.type
         if self.device_type == "cuda":
             torch.cuda.reset_peak_memory_stats(pl_module.device)
+        else:
+            reset_peak_rss()
 
     def peak_mb(self) -> float:
         if self.device_type == "cuda":
             return torch.cuda.max_memory_allocated() / 2**20
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+        return peak_rss_mb()
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
         pl_module.log("perf/peak_mem_mb", self.peak_mb())
+
+
+def reset_peak_rss() -> bool:
+    """Reset this process's peak resident set size to its current size (Linux); False if unsupported."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def peak_rss_mb() -> float:
+    """Peak resident set size of this process in MB since start or the last ``reset_peak_rss``."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024  # kB
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
 
 
 class NonFiniteLoss(L.Callback):

@@ -15,6 +15,9 @@ CASES: dict[str, dict] = {
     "srformer[causal]": {"segment_size": 16, "causal": True},
     "cast": {"num_clusters": 4, "cluster_size": 16},
     "cast[sa_topk]": {"num_clusters": 4, "cluster_size": 16, "clustering": "sa_topk"},
+    "clustered": {"num_clusters": 8, "bits": 16, "iterations": 3},
+    "improved_clustered": {"num_clusters": 8, "bits": 16, "iterations": 3, "topk": 8},
+    "improved_clustered[fallback]": {"num_clusters": 48, "bits": 16, "iterations": 3, "topk": 8},
 }
 
 

@@ -79,3 +79,16 @@ def test_cosine_schedule():
     assert math.isclose(f(59), 0.5) and math.isclose(f(109), 0.0, abs_tol=1e-12)
     with pytest.raises(ValueError, match="rsqrt"):
         lr_factor(0, schedule="linear", warmup_steps=1, total_steps=2)
+
+
+def test_peak_rss_is_reset_between_jobs():
+    import numpy as np
+
+    from lra.callbacks import peak_rss_mb, reset_peak_rss
+
+    big = np.ones(200 * 2**20, dtype=np.uint8)  # touch 200 MB
+    high = peak_rss_mb()
+    del big
+    if not reset_peak_rss():
+        pytest.skip("this kernel cannot reset the peak RSS")
+    assert peak_rss_mb() < high - 150

@@ -12,6 +12,8 @@ from lra.config import compose_config
 from lra.data.prepared import load_split
 from lra.results import RESULT_FIELDS, load_result
 from lra.train import run
+from models.attention import available
+from tests.attention_cases import CASES
 
 TINY = [
     "experiment=quickstart",
@@ -98,3 +100,12 @@ def test_a_small_model_learns_easy_listops(tmp_path):
     majority = np.bincount(labels).max() / len(labels)
     assert majority < 0.2
     assert record["test_acc"] > majority + 0.3, (record["test_acc"], majority)
+
+
+@pytest.mark.parametrize("name", available())
+def test_every_attention_trains_listops_end_to_end(name, tmp_path):
+    options = [f"attention.{k}={v}" for k, v in CASES.get(name, {}).items()]
+    overrides = [*TINY, f"attention={name}", *options, f"paths.data_dir={tmp_path}", "logger=none"]
+    record = run(compose_config(overrides), tmp_path / "run", overrides)
+    assert record["attention"] == name and record["steps"] == 12
+    assert np.isfinite(record["train_loss"]) and 0 <= record["test_acc"] <= 1

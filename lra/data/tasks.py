@@ -13,8 +13,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from lra.data import listops
+import numpy as np
+from tqdm import tqdm
+
+from lra.data import image, listops, retrieval, text
 from lra.data.prepared import MissingDataError, PreparedWriter, prepared_dir, read_manifest
+from lra.data.sources import check_source
 
 log = logging.getLogger(__name__)
 
@@ -146,6 +150,91 @@ for _name in ("pathfinder", "pathx"):
     register_task(
         TaskSpec(_name, ("generate", "release"), _prepare_pathfinder, _pathfinder_meta, generated_source="generate")
     )
+
+
+# --- text (IMDB bytes) -------------------------------------------------------------------------
+
+def _text_meta(task: dict) -> dict:
+    meta = {"max_len": int(task["max_len"]), "strip": bool(task["strip"]), "holdout": int(task["holdout"])}
+    if meta["holdout"]:
+        meta["holdout_seed"] = int(task["holdout_seed"])
+    return meta
+
+
+def _prepare_text(task: dict, data_dir: str | Path, *, source: str, path: str | None = None,
+                  workers: int = 1) -> Path:
+    check_source("text", source, text.SOURCES)
+    out = prepared_dir(data_dir, "text", task["profile"])
+    max_len = int(task["max_len"])
+    with PreparedWriter(out, task="text", profile=task["profile"], source=source, meta=_text_meta(task)) as w:
+        for split in text.SPLITS:
+            rows = text.canonical(text.READERS[source](split, path), strip=task["strip"])
+            if split == "train" and task["holdout"]:
+                rows, held = text.holdout(rows, int(task["holdout"]), int(task["holdout_seed"]))
+                w.add_chunks("val", text.chunks(held, max_len, "text val"), row_shape=(max_len,), dtype=np.uint16)
+            w.add_chunks(split, text.chunks(rows, max_len, f"text {split}"), row_shape=(max_len,), dtype=np.uint16)
+    return out
+
+
+register_task(TaskSpec("text", text.SOURCES, _prepare_text, _text_meta))
+
+
+# --- retrieval (AAN pairs) ---------------------------------------------------------------------
+
+def _retrieval_meta(task: dict) -> dict:
+    return {"max_len": int(task["max_len"]), "doc_bytes": int(task["doc_bytes"])}
+
+
+def _prepare_retrieval(task: dict, data_dir: str | Path, *, source: str, path: str | None = None,
+                       workers: int = 1) -> Path:
+    check_source("retrieval", source, retrieval.SOURCES)
+    if source == "release":
+        if path is None:
+            raise ValueError("--source release needs --path DIR (the extracted lra_release folder)")
+        files = {s: find_release_file(path, f"{retrieval.RELEASE_DIR}/{name}") for s, name in retrieval.FILES.items()}
+    else:
+        files = {s: retrieval.hf_file(s, path) for s in retrieval.FILES}
+    out = prepared_dir(data_dir, "retrieval", task["profile"])
+    max_len, doc_bytes = int(task["max_len"]), int(task["doc_bytes"])
+    with PreparedWriter(out, task="retrieval", profile=task["profile"], source=source,
+                        meta=_retrieval_meta(task)) as w:
+        for split, file in files.items():
+            w.add_chunks(split, retrieval.chunks(file, max_len, doc_bytes), row_shape=(2, max_len), dtype=np.uint16)
+    return out
+
+
+register_task(TaskSpec("retrieval", retrieval.SOURCES, _prepare_retrieval, _retrieval_meta))
+
+
+# --- image (grayscale CIFAR-10) ----------------------------------------------------------------
+
+def _image_meta(task: dict) -> dict:
+    return {"max_len": int(task["max_len"]), "val_fraction": float(task["val_fraction"])}
+
+
+def _prepare_image(task: dict, data_dir: str | Path, *, source: str, path: str | None = None,
+                   workers: int = 1) -> Path:
+    check_source("image", source, image.SOURCES)
+    if int(task["max_len"]) != image.SIDE * image.SIDE:
+        raise ValueError(f"task.max_len must be {image.SIDE * image.SIDE} for CIFAR-10, got {task['max_len']}")
+    if source == "hf":
+        log.warning("image --source hf: HF rows are taken in CIFAR order; for LRA's exact validation images "
+                    "use --source tfds or folder (see lra/data/image.py)")
+    out = prepared_dir(data_dir, "image", task["profile"])
+    with PreparedWriter(out, task="image", profile=task["profile"], source=source, meta=_image_meta(task)) as w:
+        for split in image.SPLITS:
+            with tqdm(desc=f"image {split}", unit="img", mininterval=1.0) as bar:
+                ids, labels = image.gray_split(image.READERS[source](split, path), split, progress=bar)
+            if split == "train":
+                n = image.n_train(len(ids), float(task["val_fraction"]))
+                w.add_split("train", ids[:n], labels[:n])
+                w.add_split("val", ids[n:], labels[n:])
+            else:
+                w.add_split(split, ids, labels)
+    return out
+
+
+register_task(TaskSpec("image", image.SOURCES, _prepare_image, _image_meta))
 
 
 # --- shared entry points -----------------------------------------------------------------------
