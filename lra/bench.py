@@ -42,6 +42,8 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
+from lra.memory import data_mb, peak_rss_mb, reset_peak_rss, rss_mb
+
 log = logging.getLogger(__name__)
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG_DIR = str(ROOT / "configs")
@@ -88,16 +90,6 @@ def device_slug(device: str) -> str:
 OmegaConf.register_new_resolver("device_slug", device_slug, replace=True)
 
 
-def _status_mb(key: str) -> float:
-    with open("/proc/self/status") as f:
-        return next(int(line.split()[1]) for line in f if line.startswith(key + ":")) / 1024  # kB
-
-
-def rss_mb() -> float:
-    """Current resident set of this process in MB."""
-    return _status_mb("VmRSS")
-
-
 def reset_peak(dev) -> None:
     """Start a new peak: the CUDA allocator's, or on CPU the kernel's resident high-water mark
     (``/proc/self/clear_refs``, Linux >= 4.0), so that earlier peaks (imports) do not count."""
@@ -105,11 +97,7 @@ def reset_peak(dev) -> None:
 
     if dev.type == "cuda":
         torch.cuda.reset_peak_memory_stats(dev)
-        return
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-    except OSError:  # no reset: the peak is then the process's lifetime peak
+    elif not reset_peak_rss():
         log.warning("cannot reset the peak RSS; CPU memory peaks include everything before")
 
 
@@ -119,7 +107,7 @@ def peak_mb(dev, base_rss_mb: float) -> float:
 
     if dev.type == "cuda":
         return torch.cuda.max_memory_allocated(dev) / 2**20
-    return _status_mb("VmHWM") - base_rss_mb
+    return peak_rss_mb() - base_rss_mb
 
 
 def time_calls(fn: Callable[[], object], *, warmup: int, repeats: int, dev) -> list[float]:
@@ -166,7 +154,7 @@ def _limit_memory(limit_gb: float | None) -> None:
     with a torch "can't allocate memory" error (recorded as oom) instead of waking the OOM killer."""
     if not limit_gb:
         return
-    cap = int(_status_mb("VmData") * 2**20 + limit_gb * 2**30)
+    cap = int(data_mb() * 2**20 + limit_gb * 2**30)
     resource.setrlimit(resource.RLIMIT_DATA, (cap, resource.getrlimit(resource.RLIMIT_DATA)[1]))
 
 

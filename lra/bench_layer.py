@@ -16,8 +16,9 @@ import argparse
 import json
 from pathlib import Path
 
-from lra.bench import peak_mb, reset_peak, rss_mb, run_child, summarise, time_calls
+from lra.bench import peak_mb, reset_peak, run_child, summarise, time_calls
 from lra.bench_report import write_csv
+from lra.memory import rss_mb
 
 
 def measure(

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from lra import bench_report
-from lra.bench import BASELINE, FLOOR, NAIVE, Point, plan, run, run_point
+from lra.bench import BASELINE, FLOOR, NAIVE, Point, plan, run, run_point, settings
 from lra.config import compose_config
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -173,3 +173,12 @@ def test_unavailable_point_needs_no_process():
     point = Point("clustered_x", "clustered_x", {}, 64, 1.0, unavailable="not registered")
     row = run_point(point, {}, mem_limit_gb=None)
     assert row["status"] == "unavailable" and row["detail"] == "not registered"
+
+
+@pytest.mark.gpu
+def test_cuda_point_uses_bf16_and_the_gpu_batch(tmp_path):
+    cfg = bench_config(tmp_path, "device=auto", "batch=null", "batch_gpu=4", "mechanisms=[vanilla]", "lengths=[64]")
+    setup = settings(cfg)
+    assert setup["device"] == "cuda" and setup["dtype"] == "bf16" and setup["batch"] == 4
+    row = run_point(plan(cfg)[0], setup, mem_limit_gb=None)
+    assert row["status"] == "ok" and 0 < row["train_peak_mem_mb"] < 2000
