@@ -505,7 +505,8 @@ def run(cfg: DictConfig, command: str = "lra-bench", points: list[Point] | None 
 def _hydra_main(cfg: DictConfig) -> None:
     from hydra.core.hydra_config import HydraConfig
 
-    run(cfg, command=" ".join(["lra-bench", *HydraConfig.get().overrides.task]))
+    launcher = "lra-bench" if Path(sys.argv[0]).name == "lra-bench" else "python -m lra.bench"
+    run(cfg, command=" ".join([launcher, *HydraConfig.get().overrides.task]))
 
 
 def main() -> None:
