@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import logging
 import math
-import resource
 import statistics
 import time
 
 import lightning as L
 import torch
+
+from lra.memory import peak_rss_mb, reset_peak_rss
 
 log = logging.getLogger(__name__)
 
@@ -104,28 +105,6 @@ class PeakMemory(L.Callback):
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
         pl_module.log("perf/peak_mem_mb", self.peak_mb())
-
-
-def reset_peak_rss() -> bool:
-    """Reset this process's peak resident set size to its current size (Linux); False if unsupported."""
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-        return True
-    except OSError:
-        return False
-
-
-def peak_rss_mb() -> float:
-    """Peak resident set size of this process in MB since start or the last ``reset_peak_rss``."""
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 1024  # kB
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
 
 
 class NonFiniteLoss(L.Callback):

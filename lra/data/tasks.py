@@ -154,6 +154,7 @@ for _name in ("pathfinder", "pathx"):
 
 # --- text (IMDB bytes) -------------------------------------------------------------------------
 
+
 def _text_meta(task: dict) -> dict:
     meta = {"max_len": int(task["max_len"]), "strip": bool(task["strip"]), "holdout": int(task["holdout"])}
     if meta["holdout"]:
@@ -161,8 +162,7 @@ def _text_meta(task: dict) -> dict:
     return meta
 
 
-def _prepare_text(task: dict, data_dir: str | Path, *, source: str, path: str | None = None,
-                  workers: int = 1) -> Path:
+def _prepare_text(task: dict, data_dir: str | Path, *, source: str, path: str | None = None, workers: int = 1) -> Path:
     check_source("text", source, text.SOURCES)
     out = prepared_dir(data_dir, "text", task["profile"])
     max_len = int(task["max_len"])
@@ -181,12 +181,14 @@ register_task(TaskSpec("text", text.SOURCES, _prepare_text, _text_meta))
 
 # --- retrieval (AAN pairs) ---------------------------------------------------------------------
 
+
 def _retrieval_meta(task: dict) -> dict:
     return {"max_len": int(task["max_len"]), "doc_bytes": int(task["doc_bytes"])}
 
 
-def _prepare_retrieval(task: dict, data_dir: str | Path, *, source: str, path: str | None = None,
-                       workers: int = 1) -> Path:
+def _prepare_retrieval(
+    task: dict, data_dir: str | Path, *, source: str, path: str | None = None, workers: int = 1
+) -> Path:
     check_source("retrieval", source, retrieval.SOURCES)
     if source == "release":
         if path is None:
@@ -196,8 +198,7 @@ def _prepare_retrieval(task: dict, data_dir: str | Path, *, source: str, path: s
         files = {s: retrieval.hf_file(s, path) for s in retrieval.FILES}
     out = prepared_dir(data_dir, "retrieval", task["profile"])
     max_len, doc_bytes = int(task["max_len"]), int(task["doc_bytes"])
-    with PreparedWriter(out, task="retrieval", profile=task["profile"], source=source,
-                        meta=_retrieval_meta(task)) as w:
+    with PreparedWriter(out, task="retrieval", profile=task["profile"], source=source, meta=_retrieval_meta(task)) as w:
         for split, file in files.items():
             w.add_chunks(split, retrieval.chunks(file, max_len, doc_bytes), row_shape=(2, max_len), dtype=np.uint16)
     return out
@@ -208,18 +209,20 @@ register_task(TaskSpec("retrieval", retrieval.SOURCES, _prepare_retrieval, _retr
 
 # --- image (grayscale CIFAR-10) ----------------------------------------------------------------
 
+
 def _image_meta(task: dict) -> dict:
     return {"max_len": int(task["max_len"]), "val_fraction": float(task["val_fraction"])}
 
 
-def _prepare_image(task: dict, data_dir: str | Path, *, source: str, path: str | None = None,
-                   workers: int = 1) -> Path:
+def _prepare_image(task: dict, data_dir: str | Path, *, source: str, path: str | None = None, workers: int = 1) -> Path:
     check_source("image", source, image.SOURCES)
     if int(task["max_len"]) != image.SIDE * image.SIDE:
         raise ValueError(f"task.max_len must be {image.SIDE * image.SIDE} for CIFAR-10, got {task['max_len']}")
     if source == "hf":
-        log.warning("image --source hf: HF rows are taken in CIFAR order; for LRA's exact validation images "
-                    "use --source tfds or folder (see lra/data/image.py)")
+        log.warning(
+            "image --source hf: HF rows are taken in CIFAR order; for LRA's exact validation images "
+            "use --source tfds or folder (see lra/data/image.py)"
+        )
     out = prepared_dir(data_dir, "image", task["profile"])
     with PreparedWriter(out, task="image", profile=task["profile"], source=source, meta=_image_meta(task)) as w:
         for split in image.SPLITS:

@@ -1,0 +1,288 @@
+"""The outputs of ``lra-bench``: points.csv, table.md (LRA Table 2 style), speed.png, memory.png, README.md.
+
+Everything here works on the benchmark's row dicts (one per attention row and length, as in
+points.csv); a row whose ``status`` is not ``ok`` shows its status in the tables and is left out
+of the plots. Relative columns divide by the ``vanilla`` (SDPA) row at the same length; without
+an ``ok`` vanilla point there they read "-".
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+import platform
+from pathlib import Path
+
+from lra.bench import BASELINE, FLOOR, NAIVE
+
+FIRST_COLUMNS = ("row", "attention", "length", "status", "failed_phase", "detail", "options")
+
+
+def write_csv(path: Path, rows: list[dict]) -> None:
+    """All rows, every key as a column (identifying columns first), written via a temporary file."""
+    present = {k for r in rows for k in r}
+    keys = [k for k in FIRST_COLUMNS if k in present] + sorted(present - set(FIRST_COLUMNS))
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=keys)
+        w.writeheader()
+        w.writerows(rows)
+    os.replace(tmp, path)
+
+
+def read_csv(path: Path) -> list[dict]:
+    """points.csv back as dicts, numbers as floats where they parse."""
+
+    def num(v: str):
+        try:
+            return float(v)
+        except ValueError:
+            return v
+
+    with open(path, newline="") as f:
+        return [{k: num(v) for k, v in r.items()} for r in csv.DictReader(f)]
+
+
+# ---------------------------------------------------------------------------------------------
+# Numbers derived from the rows
+# ---------------------------------------------------------------------------------------------
+def index(rows: list[dict]) -> dict[tuple[str, int], dict]:
+    return {(r["row"], int(r["length"])): r for r in rows}
+
+
+def ok_value(idx: dict, row: str, n: int, key: str) -> float | None:
+    """``key`` of the (row, n) point if it exists and succeeded, else None."""
+    r = idx.get((row, n))
+    if r is None or r.get("status") != "ok" or r.get(key) in (None, ""):
+        return None
+    return float(r[key])
+
+
+def relative(idx: dict, row: str, n: int, key: str) -> float | None:
+    """(row, n)'s ``key`` divided by vanilla SDPA's at the same n; None if either is missing."""
+    v, base = ok_value(idx, row, n, key), ok_value(idx, BASELINE, n, key)
+    return None if v is None or not base else v / base
+
+
+def attention_cost(idx: dict, row: str, n: int, key: str = "train_median_ms") -> float | None:
+    """(t - t_floor) / (t_vanilla - t_floor) at the same n: the share of vanilla's attention time kept."""
+    t, floor, van = (ok_value(idx, r, n, key) for r in (row, FLOOR, BASELINE))
+    if t is None or floor is None or van is None or van == floor:
+        return None
+    return (t - floor) / (van - floor)
+
+
+def slope(idx: dict, row: str, lengths: list[int], key: str) -> float | None:
+    """Least-squares slope of log(key) against log(N) over ``lengths`` (None with fewer than 2 points)."""
+    pts = [(math.log(n), math.log(v)) for n in lengths if (v := ok_value(idx, row, n, key)) and v > 0]
+    if len(pts) < 2:
+        return None
+    mx, my = sum(x for x, _ in pts) / len(pts), sum(y for _, y in pts) / len(pts)
+    sxx = sum((x - mx) ** 2 for x, _ in pts)
+    return sum((x - mx) * (y - my) for x, y in pts) / sxx
+
+
+def row_order(rows: list[dict]) -> list[str]:
+    """vanilla, vanilla_naive, the other mechanisms in sweep order, floor last; unavailable rows dropped."""
+    seen = list(dict.fromkeys(r["row"] for r in rows if r.get("status") != "unavailable"))
+    head = [r for r in (BASELINE, NAIVE) if r in seen]
+    return head + [r for r in seen if r not in (BASELINE, NAIVE, FLOOR)] + ([FLOOR] if FLOOR in seen else [])
+
+
+# ---------------------------------------------------------------------------------------------
+# table.md
+# ---------------------------------------------------------------------------------------------
+def _label(n: int) -> str:
+    return f"{n // 1024}K" if n % 1024 == 0 else str(n)
+
+
+def _fmt(v: float | None, spec: str) -> str:
+    return "-" if v is None else format(v, spec)
+
+
+def _times(rel: float | None) -> str:
+    return "-" if rel is None else f"{rel:.2f}x"
+
+
+def _grid(names: list[str], lengths: list[int], cell) -> list[str]:
+    lines = ["| attention | " + " | ".join(_label(n) for n in lengths) + " |"]
+    lines.append("|---|" + "---:|" * len(lengths))
+    for name in names:
+        lines.append(f"| {name} | " + " | ".join(cell(name, n) for n in lengths) + " |")
+    return lines
+
+
+def _status_or(idx: dict, name: str, n: int, text) -> str:
+    r = idx.get((name, n))
+    if r is None:
+        return "-"
+    return text() if r.get("status") == "ok" else str(r["status"])
+
+
+def build_table(rows: list[dict], lengths: list[int], *, slope_from: int | None = None) -> str:
+    """The markdown tables (no header about the machine): speed, memory, attention cost, scaling."""
+    idx, names = index(rows), row_order(rows)
+
+    def with_rel(key: str, spec: str):
+        def cell(name: str, n: int) -> str:
+            def text():
+                return f"{ok_value(idx, name, n, key):{spec}} ({_times(relative(idx, name, n, key))})"
+
+            return _status_or(idx, name, n, text)
+
+        return cell
+
+    def cost(name: str, n: int) -> str:
+        return _status_or(idx, name, n, lambda: _fmt(attention_cost(idx, name, n), ".2f"))
+
+    out = ["### Training speed: steps per second (x vanilla SDPA at the same length)", ""]
+    out += _grid(names, lengths, with_rel("train_steps_per_s", ".3g"))
+    out += ["", "### Peak memory, training step: MB (x vanilla SDPA at the same length)", ""]
+    out += _grid(names, lengths, with_rel("train_peak_mem_mb", ".0f"))
+    out += ["", "### Attention cost: (step - floor) / (vanilla SDPA step - floor)", ""]
+    out += ["Training step time; floor = the same encoder with the attention replaced by the identity.", ""]
+    out += _grid(names, lengths, cost)
+    out += ["", "### Inference: forwards per second (x vanilla SDPA at the same length)", ""]
+    out += _grid(names, lengths, with_rel("infer_forwards_per_s", ".3g"))
+    out += ["", "### Peak memory, inference: MB (x vanilla SDPA at the same length)", ""]
+    out += _grid(names, lengths, with_rel("infer_peak_mem_mb", ".0f"))
+    fit = [n for n in lengths if slope_from is None or n >= slope_from]
+    fit = fit if len(fit) >= 2 else lengths
+    span = ", ".join(_label(n) for n in fit)
+    out += ["", f"### Scaling: log-log slope against N over {span} (1 = linear, 2 = quadratic; failures left out)", ""]
+    out += ["| attention | training step time | training memory | inference time | inference memory |"]
+    out += ["|---|---:|---:|---:|---:|"]
+    for name in names:
+        keys = ("train_median_ms", "train_peak_mem_mb", "infer_median_ms", "infer_peak_mem_mb")
+        out.append(f"| {name} | " + " | ".join(_fmt(slope(idx, name, fit, k), ".2f") for k in keys) + " |")
+    out += ["", "A cell that is not a number is the point's status: oom, timeout, error, crash, or skipped (not"]
+    out += ["run after an oom or timeout at a shorter length). Relative values need vanilla at the same length."]
+    missing = sorted({f"{r['row']} ({r.get('detail', '')})" for r in rows if r.get("status") == "unavailable"})
+    if missing:
+        out += ["", "Not measured: " + "; ".join(missing) + "."]
+    return "\n".join(out) + "\n"
+
+
+# ---------------------------------------------------------------------------------------------
+# speed.png, memory.png
+# ---------------------------------------------------------------------------------------------
+STYLE = {BASELINE: dict(color="black"), NAIVE: dict(color="black", ls="--"), FLOOR: dict(color="grey", ls=":")}
+
+
+def plot(rows: list[dict], path: Path, panels: list[tuple[str, str]], title: str) -> None:
+    """Log-log against N, one line per row (failed points omitted); one panel per (key, y label)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    idx, names = index(rows), row_order(rows)
+    lengths = sorted({int(r["length"]) for r in rows})
+
+    def guide(ax, starts: list[float]) -> None:
+        """Faint O(N) and O(N^2) lines from the lowest point at the shortest length."""
+        if not starts or len(lengths) < 2:
+            return
+        y0, n0 = min(starts), lengths[0]
+        for power, ls in ((1, "-"), (2, "-.")):
+            ys = [y0 * (n / n0) ** power for n in lengths]
+            ax.plot(lengths, ys, color="silver", lw=0.8, ls=ls, zorder=0, label=f"O(N{'²' * (power == 2)}) guide")
+
+    fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 4.5), squeeze=False)
+    for ax, (key, ylabel) in zip(axes[0], panels):
+        for name in names:
+            pts = [(n, v) for n in lengths if (v := ok_value(idx, name, n, key)) is not None]
+            if pts:
+                xs, ys = zip(*pts)
+                ax.plot(xs, ys, marker="o", label=name, **STYLE.get(name, {}))
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        ylim = ax.get_ylim()
+        guide(ax, [v for name in names for n in lengths[:1] if (v := ok_value(idx, name, n, key)) is not None])
+        ax.set_ylim(ylim)  # the guides do not stretch the axis
+        ax.set_xticks(lengths, [_label(n) for n in lengths])
+        ax.set_xlabel("sequence length N")
+        ax.set_ylabel(ylabel)
+        ax.grid(True, which="both", alpha=0.3)
+    axes[0][0].legend(fontsize=8)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+# ---------------------------------------------------------------------------------------------
+# Everything at once
+# ---------------------------------------------------------------------------------------------
+def _header(info: dict) -> list[str]:
+    m = info["meta"]
+    return [
+        f"Device: {m['device_name']}{_threads(m)}; torch {m['torch']}; {m['dtype']}; batch {m['batch']}; "
+        f"{m['warmup']} warm-up + {m['repeats']} timed calls per phase (median shown, all in points.csv).",
+        f"Model: LRA Text encoder, {m['n_layers']} layers, d_model {m['d_model']}, {m['n_heads']} heads, "
+        f"MLP {m['d_mlp']}. Started {info['started']}.",
+        "",
+    ]
+
+
+def _threads(meta: dict) -> str:
+    t = meta.get("threads")
+    return "" if t in (None, "", "default") else f", {int(t)} torch thread{'s' * (int(t) > 1)}"
+
+
+def write_readme(out: Path, info: dict) -> None:
+    cfg, m = info["cfg"], info["meta"]
+    load = lambda la: " / ".join(f"{x:.2f}" for x in la)  # noqa: E731
+    per_length = {k: dict(v) for k, v in (cfg.per_length or {}).items()}
+    text = [
+        f"# Efficiency benchmark on {m['device_name']}",
+        "",
+        "Produced by (from the repository root):",
+        "",
+        f"    {info['command']}",
+        "",
+        f"- Date: {info['started']}; the sweep took {info['wall_s'] / 60:.1f} min.",
+        f"- Machine: {m['device_name']}{_threads(m)}, {platform.system()} {platform.machine()}; torch {m['torch']}.",
+        f"- Load average (1/5/15 min) before: {load(info['load_before'])}; after: {load(info['load_after'])}.",
+        f"- Protocol: LRA Text encoder ({m['n_layers']} layers, d_model {m['d_model']}, {m['n_heads']} heads, "
+        f"MLP {m['d_mlp']}, vocabulary {cfg.vocab_size}), batch {m['batch']}, {m['dtype']}, attention dropout "
+        f"{cfg.model.attn_dropout}, {m['warmup']} warm-up + {m['repeats']} timed calls per phase, "
+        f"timeout {cfg.timeout_s:g} s per point"
+        + (f", CPU memory cap {cfg.cpu_mem_limit_gb:g} GB per point" if info["device"] == "cpu" else "")
+        + ".",
+        f"- Per-length options: {per_length or 'none'}.",
+        "- Peak memory: "
+        + (
+            "CUDA max_memory_allocated after a reset (weights and optimizer state included)."
+            if info["device"].startswith("cuda")
+            else "the point's process peak resident set during the phase (high-water mark reset before it) "
+            "minus its resident set before the model and inputs were built, taken after one step of a tiny "
+            "model (so weights, gradients, optimizer state and activations count; the torch libraries and "
+            "their lazily initialised state do not)."
+        ),
+        "",
+        "Files: `points.csv` (every raw number and status), `table.md`, `speed.png`, `memory.png`.",
+    ]
+    (out / "README.md").write_text("\n".join(text) + "\n")
+
+
+def write_all(out: Path, rows: list[dict], *, lengths: list[int], info: dict) -> None:
+    """points.csv is written as the sweep goes; this writes table.md, the two plots and README.md."""
+    m = info["meta"]
+    table = build_table(rows, lengths, slope_from=info["cfg"].slope_from)
+    (out / "table.md").write_text("\n".join(["# Speed and memory against sequence length", "", *_header(info), table]))
+    title = f"{m['device_name']}, batch {m['batch']}, {m['dtype']}"
+    plot(
+        rows,
+        out / "speed.png",
+        [("train_median_ms", "training step (ms)"), ("infer_median_ms", "inference forward (ms)")],
+        title,
+    )  # noqa: E501
+    plot(
+        rows,
+        out / "memory.png",
+        [("train_peak_mem_mb", "peak memory, training (MB)"), ("infer_peak_mem_mb", "peak memory, inference (MB)")],
+        title,
+    )  # noqa: E501
+    write_readme(out, info)
