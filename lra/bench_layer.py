@@ -32,12 +32,15 @@ def measure(
     warmup: int,
     device: str,
     seed: int = 0,
+    threads: int | None = None,
 ) -> dict:
     """Time forward+backward of one layer in this process. Returns a dict of raw numbers."""
     import torch
 
     from models.attention import build_attention
 
+    if threads:
+        torch.set_num_threads(threads)
     torch.manual_seed(seed)
     dev = torch.device(device)
     base_mb = rss_mb()
@@ -69,6 +72,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--device", default="cpu")
+    p.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
     p.add_argument("--timeout", type=float, default=600.0, help="seconds per point")
     p.add_argument("--csv", help="write the raw rows here")
     a = p.parse_args(argv)
@@ -78,7 +82,7 @@ def main(argv: list[str] | None = None) -> None:
         options = json.loads(opts) if opts else {}
         for n in a.lengths:
             kw = dict(batch=a.batch, d_model=a.d_model, n_heads=a.heads, repeats=a.repeats, warmup=a.warmup)
-            kw.update(attention=name, options=options, length=n, device=a.device)
+            kw.update(attention=name, options=options, length=n, device=a.device, threads=a.threads)
             res = run_child("lra.bench_layer:measure", kw, timeout_s=a.timeout)
             row = {**kw, "options": json.dumps(options, sort_keys=True), "status": res.status, "detail": res.detail}
             row.update(res.records[0] if res.records else {})

@@ -52,11 +52,13 @@ def index(rows: list[dict]) -> dict[tuple[str, int], dict]:
 
 
 def ok_value(idx: dict, row: str, n: int, key: str) -> float | None:
-    """``key`` of the (row, n) point if it exists and succeeded, else None."""
+    """``key`` of the (row, n) point if its phase succeeded, else None. Inference runs first, so a
+    point that failed in training (``failed_phase`` train) still has valid ``infer_*`` numbers."""
     r = idx.get((row, n))
-    if r is None or r.get("status") != "ok" or r.get(key) in (None, ""):
+    if r is None or r.get(key) in (None, ""):
         return None
-    return float(r[key])
+    done = r.get("status") == "ok" or (key.startswith("infer_") and r.get("failed_phase") == "train")
+    return float(r[key]) if done else None
 
 
 def relative(idx: dict, row: str, n: int, key: str) -> float | None:
@@ -113,11 +115,12 @@ def _grid(names: list[str], lengths: list[int], cell) -> list[str]:
     return lines
 
 
-def _status_or(idx: dict, name: str, n: int, text) -> str:
+def _status_or(idx: dict, name: str, n: int, key: str, text) -> str:
+    """``text()`` where (name, n) has ``key``, else the point's status ("-" for no point)."""
+    if ok_value(idx, name, n, key) is not None:
+        return text()
     r = idx.get((name, n))
-    if r is None:
-        return "-"
-    return text() if r.get("status") == "ok" else str(r["status"])
+    return "-" if r is None else str(r["status"])
 
 
 def build_table(rows: list[dict], lengths: list[int], *, slope_from: int | None = None) -> str:
@@ -129,12 +132,12 @@ def build_table(rows: list[dict], lengths: list[int], *, slope_from: int | None 
             def text():
                 return f"{ok_value(idx, name, n, key):{spec}} ({_times(relative(idx, name, n, key))})"
 
-            return _status_or(idx, name, n, text)
+            return _status_or(idx, name, n, key, text)
 
         return cell
 
     def cost(name: str, n: int) -> str:
-        return _status_or(idx, name, n, lambda: _fmt(attention_cost(idx, name, n), ".2f"))
+        return _status_or(idx, name, n, "train_median_ms", lambda: _fmt(attention_cost(idx, name, n), ".2f"))
 
     out = ["### Training speed: steps per second (x vanilla SDPA at the same length)", ""]
     out += _grid(names, lengths, with_rel("train_steps_per_s", ".3g"))
@@ -157,7 +160,8 @@ def build_table(rows: list[dict], lengths: list[int], *, slope_from: int | None 
         keys = ("train_median_ms", "train_peak_mem_mb", "infer_median_ms", "infer_peak_mem_mb")
         out.append(f"| {name} | " + " | ".join(_fmt(slope(idx, name, fit, k), ".2f") for k in keys) + " |")
     out += ["", "A cell that is not a number is the point's status: oom, timeout, error, crash, or skipped (not"]
-    out += ["run after an oom or timeout at a shorter length). Relative values need vanilla at the same length."]
+    out += ["run after an oom or timeout at a shorter length); inference runs first, so a point that failed in"]
+    out += ["training still has its inference numbers. Relative values need vanilla at the same length."]
     missing = sorted({f"{r['row']} ({r.get('detail', '')})" for r in rows if r.get("status") == "unavailable"})
     if missing:
         out += ["", "Not measured: " + "; ".join(missing) + "."]
@@ -205,7 +209,7 @@ def plot(rows: list[dict], path: Path, panels: list[tuple[str, str]], title: str
         ax.set_xlabel("sequence length N")
         ax.set_ylabel(ylabel)
         ax.grid(True, which="both", alpha=0.3)
-    axes[0][0].legend(fontsize=8)
+    axes[0][0].legend(fontsize=8, loc="upper left")
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
@@ -215,13 +219,12 @@ def plot(rows: list[dict], path: Path, panels: list[tuple[str, str]], title: str
 # ---------------------------------------------------------------------------------------------
 # Everything at once
 # ---------------------------------------------------------------------------------------------
-def _header(info: dict) -> list[str]:
-    m = info["meta"]
+def _header(m: dict) -> list[str]:
     return [
-        f"Device: {m['device_name']}{_threads(m)}; torch {m['torch']}; {m['dtype']}; batch {m['batch']}; "
-        f"{m['warmup']} warm-up + {m['repeats']} timed calls per phase (median shown, all in points.csv).",
-        f"Model: LRA Text encoder, {m['n_layers']} layers, d_model {m['d_model']}, {m['n_heads']} heads, "
-        f"MLP {m['d_mlp']}. Started {info['started']}.",
+        f"Device: {m['device_name']}{_threads(m)}; torch {m['torch']}; {m['dtype']}; batch {m['batch']:g}; "
+        f"{m['warmup']:g} warm-up + {m['repeats']:g} timed calls per phase (median shown, all in points.csv).",
+        f"Model: LRA Text encoder, {m['n_layers']:g} layers, d_model {m['d_model']:g}, {m['n_heads']:g} heads, "
+        f"MLP {m['d_mlp']:g}. Machine, date and command: README.md.",
         "",
     ]
 
@@ -267,12 +270,11 @@ def write_readme(out: Path, info: dict) -> None:
     (out / "README.md").write_text("\n".join(text) + "\n")
 
 
-def write_all(out: Path, rows: list[dict], *, lengths: list[int], info: dict) -> None:
-    """points.csv is written as the sweep goes; this writes table.md, the two plots and README.md."""
-    m = info["meta"]
-    table = build_table(rows, lengths, slope_from=info["cfg"].slope_from)
-    (out / "table.md").write_text("\n".join(["# Speed and memory against sequence length", "", *_header(info), table]))
-    title = f"{m['device_name']}, batch {m['batch']}, {m['dtype']}"
+def write_table_and_plots(out: Path, rows: list[dict], *, lengths: list[int], meta: dict, slope_from: int) -> None:
+    """table.md, speed.png and memory.png in ``out`` from the rows (``meta``: the columns every row shares)."""
+    table = build_table(rows, lengths, slope_from=slope_from)
+    (out / "table.md").write_text("\n".join(["# Speed and memory against sequence length", "", *_header(meta), table]))
+    title = f"{meta['device_name']}{_threads(meta)}, batch {meta['batch']:g}, {meta['dtype']}"
     plot(
         rows,
         out / "speed.png",
@@ -285,4 +287,28 @@ def write_all(out: Path, rows: list[dict], *, lengths: list[int], info: dict) ->
         [("train_peak_mem_mb", "peak memory, training (MB)"), ("infer_peak_mem_mb", "peak memory, inference (MB)")],
         title,
     )  # noqa: E501
+
+
+def write_all(out: Path, rows: list[dict], *, lengths: list[int], info: dict) -> None:
+    """points.csv is written as the sweep goes; this writes table.md, the two plots and README.md."""
+    write_table_and_plots(out, rows, lengths=lengths, meta=info["meta"], slope_from=info["cfg"].slope_from)
     write_readme(out, info)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Rebuild table.md and the plots of a results folder from its points.csv (README.md is kept)."""
+    import argparse
+
+    p = argparse.ArgumentParser(description=main.__doc__)
+    p.add_argument("folder", type=Path, help="an lra-bench out_dir holding points.csv")
+    p.add_argument("--slope-from", type=int, default=4096, help="fit log-log slopes over lengths >= this")
+    a = p.parse_args(argv)
+    rows = read_csv(a.folder / "points.csv")
+    meta = {k: rows[0][k] for k in ("device_name", "threads", "torch", "dtype", "batch", "warmup", "repeats",
+                                     "n_layers", "d_model", "n_heads", "d_mlp")}  # fmt: skip
+    lengths = sorted({int(r["length"]) for r in rows})
+    write_table_and_plots(a.folder, rows, lengths=lengths, meta=meta, slope_from=a.slope_from)
+
+
+if __name__ == "__main__":
+    main()

@@ -50,7 +50,7 @@ ROWS = [
     synthetic(FLOOR, 4096, 400, 200),
     synthetic(BASELINE, 1024, 300, 200),
     synthetic(BASELINE, 2048, 1000, 800),
-    synthetic(BASELINE, 4096, status="timeout"),
+    {**synthetic(BASELINE, 4096, 4000, 2000), "status": "timeout", "failed_phase": "train"},  # inference ran
     synthetic("lin", 1024, 150, 100),
     synthetic("lin", 2048, 300, 200),
     synthetic("lin", 4096, 600, 400),
@@ -70,6 +70,8 @@ def test_relative_columns_use_vanilla_at_the_same_length():
     assert bench_report.attention_cost(idx, BASELINE, 2048) == pytest.approx(1.0)
     assert bench_report.attention_cost(idx, FLOOR, 2048) == pytest.approx(0.0)
     assert bench_report.attention_cost(idx, "lin", 4096) is None
+    # the timed-out point's inference numbers count: relative inference speed exists at 4096
+    assert bench_report.relative(idx, "lin", 4096, "infer_forwards_per_s") == pytest.approx(1000 / 150)
 
 
 def test_table_cells_and_slopes():
@@ -82,6 +84,9 @@ def test_table_cells_and_slopes():
     assert lines["lin"] == ["6.67 (2.00x)", "3.33 (3.33x)", "1.67 (-)"]
     cost = table.split("### Attention cost")[1].split("###")[0]
     assert "| lin | 0.25 | 0.12 | - |" in cost
+    inference = table.split("### Inference")[1].split("###")[0]
+    assert "| vanilla | 13.3 (1.00x) | 4 (1.00x) | 1 (1.00x) |" in inference
+    assert "| lin | 26.7 (2.00x) | 13.3 (3.33x) | 6.67 (6.67x) |" in inference
     scaling = table.split("### Scaling")[1]
     assert "| lin | 1.00 | 1.00 | 1.00 | 1.00 |" in scaling  # t and memory exactly proportional to N
     idx = bench_report.index(ROWS)
@@ -156,6 +161,8 @@ def test_sweep_writes_wellformed_outputs(swept):
         assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     readme = (out / "README.md").read_text()
     assert "lra-bench (test)" in readme and "Load average" in readme
+    bench_report.main([str(out), "--slope-from", "4096"])  # rebuilt from points.csv alone: the same table
+    assert (out / "table.md").read_text() == md
 
 
 def test_failures_are_rows_and_the_sweep_goes_on(swept):
