@@ -22,18 +22,15 @@ from PIL import Image
 from tqdm import tqdm
 
 from lra.data.pathfinder_gen import FOLDERS
+from lra.data.sources import release_roots
 
 log = logging.getLogger(__name__)
-
-_NESTINGS = (".", "lra_release", "lra_release/lra_release")
 
 
 def find_release_root(path: str | os.PathLike) -> Path:
     """The folder holding ``pathfinder{R}/``: ``path`` itself, or ``path/lra_release``, or
     ``path/lra_release/lra_release`` (the release archive often extracts nested twice)."""
-    path = Path(path)
-    for nest in _NESTINGS:
-        root = path / nest
+    for root in release_roots(path):
         if root.is_dir() and any(p.is_dir() and re.fullmatch(r"pathfinder\d+", p.name) for p in root.iterdir()):
             return root
     raise FileNotFoundError(

@@ -107,3 +107,20 @@ def encoded_chunks(
         while batch := list(itertools.islice(it, size)):
             yield encode(batch)
             bar.update(len(batch))
+
+
+# The release archive often extracts nested once or twice: accept all three layouts.
+RELEASE_NESTINGS = (".", "lra_release", "lra_release/lra_release")
+
+
+def release_roots(path: str | Path) -> list[Path]:
+    """The folders an extracted ``lra_release`` may hold its content in, outermost first."""
+    root = Path(path).expanduser()
+    return [root / nest for nest in RELEASE_NESTINGS]
+
+
+def require_release_path(path: str | Path | None) -> str | Path:
+    """``path``, or a clear error when ``--source release`` was given without it."""
+    if path is None:
+        raise ValueError("--source release needs --path DIR (the extracted lra_release folder)")
+    return path

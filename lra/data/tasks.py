@@ -18,7 +18,7 @@ from tqdm import tqdm
 
 from lra.data import image, listops, retrieval, text
 from lra.data.prepared import MissingDataError, PreparedWriter, prepared_dir, read_manifest
-from lra.data.sources import check_source
+from lra.data.sources import check_source, release_roots, require_release_path
 
 log = logging.getLogger(__name__)
 
@@ -49,12 +49,11 @@ def get_task(name: str) -> TaskSpec:
 def find_release_file(path: str | Path, relative: str) -> Path:
     """``path/relative`` where ``path`` is the extracted release, also when nested as
     ``lra_release/`` or ``lra_release/lra_release/`` (as the archive often extracts)."""
-    root = Path(path).expanduser()
-    candidates = [root / relative, root / "lra_release" / relative, root / "lra_release" / "lra_release" / relative]
+    candidates = [root / relative for root in release_roots(path)]
     for c in candidates:
         if c.exists():
             return c
-    raise FileNotFoundError(f"'{relative}' not found under {root} (looked in {', '.join(str(c) for c in candidates)})")
+    raise FileNotFoundError(f"'{relative}' not found under {path} (looked in {', '.join(str(c) for c in candidates)})")
 
 
 # --- listops ---------------------------------------------------------------------------------
@@ -77,8 +76,7 @@ def _prepare_listops(
         log.info("generating ListOps %s with %d worker(s)", cfg, workers)
         splits = listops.generate(cfg, workers=workers)
     elif source == "release":
-        if path is None:
-            raise ValueError("--source release needs --path DIR (the extracted lra_release folder)")
+        path = require_release_path(path)
         splits = {
             s: list(listops.read_tsv(find_release_file(path, f"listops-1000/basic_{s}.tsv"))) for s in listops.SPLITS
         }
@@ -136,8 +134,8 @@ def _prepare_pathfinder(
         )
     elif source != "release":
         raise ValueError(f"{task['name']} source must be one of generate, release; got '{source}'")
-    elif path is None:
-        raise ValueError("--source release needs --path DIR (the extracted lra_release folder)")
+    else:
+        path = require_release_path(path)
     images, labels = pathfinder.read_pathfinder(path, resolution, difficulty)
     meta = _pathfinder_meta({**task, "source": source})
     with PreparedWriter(out, task=task["name"], profile=task["profile"], source=source, meta=meta) as w:
@@ -191,8 +189,7 @@ def _prepare_retrieval(
 ) -> Path:
     check_source("retrieval", source, retrieval.SOURCES)
     if source == "release":
-        if path is None:
-            raise ValueError("--source release needs --path DIR (the extracted lra_release folder)")
+        path = require_release_path(path)
         files = {s: find_release_file(path, f"{retrieval.RELEASE_DIR}/{name}") for s, name in retrieval.FILES.items()}
     else:
         files = {s: retrieval.hf_file(s, path) for s in retrieval.FILES}
