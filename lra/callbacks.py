@@ -61,6 +61,15 @@ class StepTimer(L.Callback):
         self.samples += samples
         pl_module.log("perf/step_ms", 1000 * dt, on_step=True, on_epoch=False)
 
+    def state_dict(self) -> dict:
+        """The timed steps so far: a resumed run reports the median over all of them."""
+        return {"times": self.times, "tokens": [self.all_tokens, self.real_tokens, self.samples], "seen": self._seen}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.times = list(state["times"])
+        self.all_tokens, self.real_tokens, self.samples = state["tokens"]
+        self._seen = state["seen"]
+
     def summary(self) -> dict[str, float | None]:
         if not self.times:
             return {

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import math
+import random
 
 import lightning as L
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -33,6 +35,12 @@ def lr_factor(step: int, *, schedule: str, warmup_steps: int, total_steps: int) 
     if schedule == "constant":
         return warm
     raise ValueError(f"optim.schedule must be one of {SCHEDULES}, got '{schedule}'")
+
+
+def _numpy_state_to_torch(state: tuple) -> tuple:
+    """numpy's generator state with its key array as a tensor (loadable with ``weights_only=True``)."""
+    name, keys, pos, has_gauss, cached = state
+    return name, torch.from_numpy(keys.copy()), int(pos), int(has_gauss), float(cached)
 
 
 class LRAModule(L.LightningModule):
@@ -96,6 +104,27 @@ class LRAModule(L.LightningModule):
 
     def test_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
         self._step(batch, "test")
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        # Lightning does not save the random generators; dropout and clustered attention's fresh
+        # hyperplanes draw from them, so a resumed run restores them to continue identically.
+        checkpoint["rng_states"] = {
+            "torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+            "numpy": _numpy_state_to_torch(np.random.get_state()),
+            "python": random.getstate(),
+        }
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        states = checkpoint.get("rng_states")
+        if states is None:
+            return
+        torch.set_rng_state(states["torch"])
+        if states["cuda"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(states["cuda"])
+        name, keys, pos, has_gauss, cached = states["numpy"]
+        np.random.set_state((name, keys.numpy(), pos, has_gauss, cached))
+        random.setstate(states["python"])
 
     def configure_optimizers(self):
         # No weight decay on biases, norms, embeddings/positions and what a module asks to exempt (TSSA's tau).

@@ -11,6 +11,7 @@ import inspect
 import logging
 import math
 import os
+import signal
 import time
 import warnings
 from pathlib import Path
@@ -28,6 +29,7 @@ from lra.data.datamodule import LRADataModule
 from lra.data.tasks import ensure_prepared
 from lra.module import LRAModule
 from lra.results import git_sha, write_json_atomic
+from lra.resume import AtomicCheckpointIO, ResumeCheckpoints, RunDirLock, prepare_run_dir, read_run_file
 from models.encoder import Classifier, Encoder, PairClassifier
 
 log = logging.getLogger(__name__)
@@ -126,10 +128,18 @@ def total_steps(cfg: DictConfig, dm: LRADataModule) -> int:
 
 def run(cfg: DictConfig, run_dir: Path, overrides: list[str]) -> dict:
     """Train, validate and test one configuration; returns the result record (also in run_dir/result.json)."""
+    lock = RunDirLock(run_dir).acquire()
+    try:
+        return _run(cfg, Path(run_dir), overrides)
+    finally:
+        lock.release()
+
+
+def _run(cfg: DictConfig, run_dir: Path, overrides: list[str]) -> dict:
     started = time.time()
+    resume_from = prepare_run_dir(cfg, run_dir)
     L.seed_everything(cfg.seed, workers=True)
     run_name = f"{cfg.attention.name}-{cfg.task.name}-s{cfg.seed}"
-    run_dir.mkdir(parents=True, exist_ok=True)
 
     folder = ensure_prepared(
         OmegaConf.to_container(cfg.task, resolve=True),
@@ -164,12 +174,21 @@ def run(cfg: DictConfig, run_dir: Path, overrides: list[str]) -> dict:
     trainer = L.Trainer(
         **trainer_kwargs,
         logger=loggers or False,
-        callbacks=[timer, memory, NonFiniteLoss(), ckpt],
+        callbacks=[timer, memory, NonFiniteLoss(), ckpt, ResumeCheckpoints(ckpt.dirpath, cfg.checkpoint.every_n_steps)],
         default_root_dir=str(run_dir),
+        plugins=[AtomicCheckpointIO()],
     )
     wandb_loggers = [lg for lg in loggers if type(lg).__name__ == "WandbLogger"]
     try:
-        trainer.fit(module, datamodule=dm)
+        try:
+            trainer.fit(module, datamodule=dm, ckpt_path=resume_from)
+        except SystemExit as e:
+            if type(e).__name__ != "SIGTERMException":
+                raise
+            step = trainer.global_step
+            log.error("%s: stopped by SIGTERM at step %d; run the same command to resume", run_name, step)
+            raise SystemExit(128 + signal.SIGTERM) from None
+        timing = timer.summary()  # before testing, which restores the callbacks' state from the best checkpoint
         if ckpt.best_model_path:
             val_acc = float(ckpt.best_model_score)
             tested = trainer.test(module, datamodule=dm, ckpt_path="best", verbose=False)
@@ -187,13 +206,14 @@ def run(cfg: DictConfig, run_dir: Path, overrides: list[str]) -> dict:
             "val_acc": float(val_acc),
             "test_acc": float(tested[0]["test/acc"]),
             "train_loss": module.last_train_loss,
-            **timer.summary(),
+            **timing,
             "peak_mem_mb": memory.peak_mb(),
             "device": torch.cuda.get_device_name() if memory.device_type == "cuda" else f"cpu ({os.cpu_count()} cores)",
             "precision": str(trainer.precision),
             "wall_s": time.time() - started,
             "git_sha": git_sha(),
             "overrides": overrides,
+            "resumed_from": read_run_file(run_dir)["resumed_from"],
             "config": OmegaConf.to_container(cfg, resolve=True),
         }
         write_json_atomic(run_dir / "result.json", record)

@@ -246,6 +246,7 @@ def test_slurm_launcher_config_composes_and_writes_the_sbatch_script(tmp_path, m
         submitit.AutoExecutor, "map_array", lambda self, fn, *args: submitted.update(executor=self, args=args) or []
     )
     launcher.setup(hydra_context=None, task_function=None, config=cfg)
+    assert launcher.params["max_num_timeout"] == 3
     launcher.launch([["seed=0"], ["seed=1"]], initial_job_idx=0)
     assert [list(o) for o in submitted["args"][0]] == [["seed=0"], ["seed=1"]]
     sbatch = submitted["executor"]._executor._make_submission_file_text("python -m lra.train", "uid")
@@ -256,6 +257,7 @@ def test_slurm_launcher_config_composes_and_writes_the_sbatch_script(tmp_path, m
         "--cpus-per-task=8",
         "--mem=32GB",
         f"--output={tmp_path / 'sweep'}/.submitit/",
+        "--signal=USR2@120",  # the requeue signal lra-train checkpoints on (tests/test_resume.py)
     ):
         assert f"#SBATCH {line}" in sbatch
     with pytest.raises(Exception, match="partiton"), initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):

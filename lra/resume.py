@@ -1,0 +1,318 @@
+"""Interrupted runs resume; one process writes to a run directory.
+
+Every run directory holds ``run.json`` with the run's *fingerprint*: a hash of its resolved config
+without the keys that cannot change its numbers (loggers, progress bar, loader workers). When
+``lra-train`` starts with ``resume=auto`` (the default) it looks, in this order, for
+
+1. a checkpoint in its own run directory (a SLURM requeue runs the same job in the same folder),
+2. the newest unfinished run with the same fingerprint under ``paths.runs`` and ``paths.multirun``
+   (the same command typed again gets a new timestamped folder); that run's checkpoints are
+   copied into the new folder, the old folder is left as it was,
+
+and continues from its newest checkpoint: ``checkpoints/last.ckpt`` (saved at every validation,
+every ``checkpoint.every_n_steps`` and when the run is stopped by SIGTERM or the submitit requeue
+signal) or Lightning's ``hpc_ckpt_<n>.ckpt`` (its SLURM auto-requeue on SIGUSR1). A run older than
+the newest finished run of the same config is never resumed: typing a finished command again starts
+a fresh run.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import logging
+import os
+import signal
+import tempfile
+import time
+from pathlib import Path
+
+import lightning as L
+import torch
+from lightning.pytorch.plugins.io import TorchCheckpointIO
+from omegaconf import DictConfig, OmegaConf
+
+from lra.results import write_json_atomic
+
+log = logging.getLogger(__name__)
+
+RUN_FILE = "run.json"
+LOCK_FILE = ".lock"
+# Keys that change how a run is shown or fed, never its numbers.
+NO_EFFECT = (
+    "resume",
+    "logger",
+    "paths.runs",
+    "paths.multirun",
+    "data.num_workers",
+    "data.prepare_workers",
+    "trainer.enable_progress_bar",
+    "trainer.log_every_n_steps",
+    "checkpoint",
+)
+
+
+def fingerprint(cfg: DictConfig) -> str:
+    """A hash of the resolved config without the keys in ``NO_EFFECT``."""
+    c = OmegaConf.to_container(cfg, resolve=True)
+    for key in NO_EFFECT:
+        *parents, last = key.split(".")
+        node = c
+        for p in parents:
+            node = node.get(p, {}) if isinstance(node, dict) else {}
+        if isinstance(node, dict):
+            node.pop(last, None)
+    return hashlib.sha256(json.dumps(c, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+class RunDirLock:
+    """An exclusive ``flock`` on ``run_dir/.lock`` for the life of the process.
+
+    The kernel drops the lock when the process dies (even by SIGKILL), so a stale lock never
+    blocks a resume; a live one means another ``lra-train`` is writing there.
+    """
+
+    def __init__(self, run_dir: Path):
+        self.path = Path(run_dir) / LOCK_FILE
+        self._fd: int | None = None
+
+    def acquire(self) -> RunDirLock:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 64).decode(errors="replace").strip() or "unknown"
+            os.close(fd)
+            raise RuntimeError(
+                f"another lra-train process (pid {holder}) is writing to {self.path.parent}; two runs never "
+                "share a run directory: wait for it, or give this run its own hydra.run.dir"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        self._fd = fd
+        return self
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)  # closing drops the flock
+            self._fd = None
+
+    @staticmethod
+    def held(run_dir: Path) -> bool:
+        """True if a live process holds ``run_dir``'s lock."""
+        path = Path(run_dir) / LOCK_FILE
+        if not path.exists():
+            return False
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return False
+        except BlockingIOError:
+            return True
+        finally:
+            os.close(fd)
+
+
+def checkpoints(run_dir: Path) -> list[Path]:
+    """A run directory's resumable checkpoints, newest first."""
+    found = [Path(run_dir) / "checkpoints" / "last.ckpt", *Path(run_dir).glob("hpc_ckpt_*.ckpt")]
+    return sorted((p for p in found if p.is_file()), key=lambda p: p.stat().st_mtime, reverse=True)
+
+
+def read_run_file(run_dir: Path) -> dict | None:
+    try:
+        return json.loads((Path(run_dir) / RUN_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def find_previous(fp: str, roots: list[Path], exclude: Path) -> Path | None:
+    """The newest unfinished, unlocked run with fingerprint ``fp`` that has a checkpoint, if it is
+    newer than every finished run of the same fingerprint."""
+    runs = []
+    for root in roots:
+        if not root.is_dir():
+            continue
+        for f in root.rglob(RUN_FILE):
+            info = read_run_file(f.parent)
+            if info and info.get("fingerprint") == fp and f.parent.resolve() != exclude.resolve():
+                runs.append((info.get("started", 0.0), f.parent))
+    for _, run_dir in sorted(runs, key=lambda r: r[0], reverse=True):
+        if (run_dir / "result.json").exists():
+            return None  # the newest run of this config finished: start afresh
+        if not RunDirLock.held(run_dir) and checkpoints(run_dir):
+            return run_dir
+    return None
+
+
+def _retarget(obj, old: str, new: str):
+    """``obj`` with every string that starts with ``old`` starting with ``new`` instead."""
+    if isinstance(obj, str):
+        return new + obj[len(old) :] if obj.startswith(old) else obj
+    if isinstance(obj, dict):
+        return {_retarget(k, old, new): _retarget(v, old, new) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return type(obj)(_retarget(v, old, new) for v in obj)
+    return obj
+
+
+def adopt(src_dir: Path, dst_dir: Path) -> Path:
+    """Copy ``src_dir``'s newest checkpoint (and ``best.ckpt``) into ``dst_dir/checkpoints``, with the
+    checkpoint callbacks' paths pointing at ``dst_dir``; returns the copy of the newest one."""
+    src_dir, dst_dir = Path(src_dir).resolve(), Path(dst_dir).resolve()
+    (dst_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
+    newest = checkpoints(src_dir)[0]
+    copied = None
+    for name, src in (("last.ckpt", newest), ("best.ckpt", src_dir / "checkpoints" / "best.ckpt")):
+        if not src.is_file():
+            continue
+        ckpt = torch.load(src, map_location="cpu", weights_only=False)
+        if "callbacks" in ckpt:
+            ckpt["callbacks"] = _retarget(ckpt["callbacks"], str(src_dir), str(dst_dir))
+        dst = dst_dir / "checkpoints" / name
+        torch_save_atomic(ckpt, dst)
+        copied = copied or dst
+    return copied
+
+
+def torch_save_atomic(obj, path: Path) -> None:
+    """``torch.save`` into a temporary file next to ``path``, then rename it over ``path``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def prepare_run_dir(cfg: DictConfig, run_dir: Path) -> str | None:
+    """Check that ``run_dir`` may take this run and pick the checkpoint to resume from.
+
+    Returns the checkpoint path for ``Trainer.fit(ckpt_path=...)`` or None for a fresh start, and
+    writes ``run.json``. Call with the run directory's lock held.
+    """
+    run_dir = Path(run_dir)
+    fp = fingerprint(cfg)
+    mode = str(cfg.resume)
+    own = read_run_file(run_dir)
+    if (run_dir / "result.json").exists():
+        raise RuntimeError(
+            f"{run_dir} already holds a finished run (result.json); results are never overwritten: "
+            "give this run its own hydra.run.dir"
+        )
+    if own and own.get("fingerprint") != fp:
+        raise RuntimeError(
+            f"{run_dir} holds an unfinished run of a different config (run.json fingerprint "
+            f"{own.get('fingerprint')}, this run {fp}); give this run its own hydra.run.dir"
+        )
+    resume_from = source = None
+    if mode == "auto":
+        if own and checkpoints(run_dir):
+            resume_from, source = checkpoints(run_dir)[0], run_dir
+        else:
+            roots = [Path(cfg.paths.runs), Path(cfg.paths.multirun)]
+            previous = find_previous(fp, roots, exclude=run_dir)
+            if previous is not None:
+                resume_from, source = adopt(previous, run_dir), previous
+    elif mode not in ("never", "none"):
+        given = Path(mode).expanduser()
+        if given.is_dir():
+            if not checkpoints(given):
+                raise FileNotFoundError(f"resume={mode}: no checkpoint in that run directory (checkpoints/last.ckpt)")
+            resume_from, source = adopt(given, run_dir), given
+        elif given.is_file():
+            resume_from, source = given, given
+        else:
+            raise FileNotFoundError(
+                f"resume={mode}: no such run directory or checkpoint; use resume=auto, resume=never or a path"
+            )
+    info = {
+        "fingerprint": fp,
+        "started": (own or {}).get("started", time.time()),
+        "resumed_from": [*(own or {}).get("resumed_from", []), *([str(source)] if source else [])],
+    }
+    write_json_atomic(run_dir / RUN_FILE, info)
+    if resume_from is not None:
+        log.info("resuming from %s (%s)", resume_from, source)
+    return None if resume_from is None else str(resume_from)
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Checkpoints written to a temporary file in the checkpoint's own folder and renamed into place.
+
+    Lightning's default goes through a temporary file in the system temp folder, which is a copy
+    (not an atomic rename) when that folder is on another file system than the run.
+    """
+
+    def save_checkpoint(self, checkpoint: dict, path, storage_options=None) -> None:
+        torch_save_atomic(checkpoint, Path(path))
+
+
+class ResumeCheckpoints(L.Callback):
+    """Saves ``checkpoints/last.ckpt`` every ``every_n_steps`` optimizer steps (if set) and when the
+    run is told to stop, always at an optimizer-step boundary.
+
+    - SIGTERM (``kill``, ``scancel``, preemption): Lightning stops at the end of the current batch;
+      this callback saves there (unless in the middle of gradient accumulation, where the last
+      regular checkpoint stands) and the process exits with status 143.
+    - The submitit requeue signal (``$SUBMITIT_PREEMPT_SIGNAL``, USR2 by default; only when a
+      handler is installed, i.e. under the submitit launcher): the next optimizer step finishes,
+      the checkpoint is saved, then submitit's handler requeues the job, which resumes here.
+    """
+
+    def __init__(self, dirpath: Path, every_n_steps: int | None = None):
+        self.path = Path(dirpath) / "last.ckpt"
+        self.every_n_steps = every_n_steps
+        self._signal = getattr(signal, "SIG" + os.environ.get("SUBMITIT_PREEMPT_SIGNAL", "USR2"), signal.SIGUSR2)
+        self._requeue_handler = None
+        self._requeue_pending = False
+        self._step_at_batch_start = 0
+        self._at_boundary = True
+
+    def on_fit_start(self, trainer, pl_module) -> None:
+        previous = signal.getsignal(self._signal)
+        if callable(previous):
+            self._requeue_handler = previous
+            signal.signal(self._signal, self._on_requeue_signal)
+
+    def on_fit_end(self, trainer, pl_module) -> None:
+        self._restore_handler()
+
+    def _restore_handler(self) -> None:
+        if self._requeue_handler is not None:
+            signal.signal(self._signal, self._requeue_handler)
+
+    def _on_requeue_signal(self, signum, frame) -> None:
+        log.warning("received %s: saving a checkpoint after this step, then requeueing", signal.Signals(signum).name)
+        self._requeue_pending = True
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        self._step_at_batch_start = trainer.global_step
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        self._at_boundary = trainer.global_step != self._step_at_batch_start
+        if self.every_n_steps and self._at_boundary and trainer.global_step % self.every_n_steps == 0:
+            self._save(trainer, quiet=True)
+        if self._requeue_pending and self._at_boundary:
+            self._save(trainer)
+            handler, self._requeue_pending = self._requeue_handler, False
+            self._restore_handler()
+            handler(self._signal, None)  # submitit: requeue this job and exit
+
+    def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
+        if type(exception).__name__ == "SIGTERMException":
+            if self._at_boundary:
+                self._save(trainer)
+            else:
+                log.warning("stopped inside gradient accumulation: the last regular checkpoint stands")
+        self._restore_handler()
+
+    def _save(self, trainer, quiet: bool = False) -> None:
+        trainer.save_checkpoint(self.path)
+        if not quiet:
+            log.warning("saved %s at step %d; run the same command again to resume", self.path, trainer.global_step)
