@@ -28,6 +28,7 @@ from lra.data.datamodule import LRADataModule
 from lra.data.tasks import ensure_prepared
 from lra.module import LRAModule
 from lra.results import git_sha, write_json_atomic
+from lra.validate import validate_config
 from models.encoder import Classifier, Encoder, PairClassifier
 
 log = logging.getLogger(__name__)
@@ -127,6 +128,7 @@ def total_steps(cfg: DictConfig, dm: LRADataModule) -> int:
 def run(cfg: DictConfig, run_dir: Path, overrides: list[str]) -> dict:
     """Train, validate and test one configuration; returns the result record (also in run_dir/result.json)."""
     started = time.time()
+    validate_config(cfg)  # a bad config fails here, before any data is prepared
     L.seed_everything(cfg.seed, workers=True)
     run_name = f"{cfg.attention.name}-{cfg.task.name}-s{cfg.seed}"
     run_dir.mkdir(parents=True, exist_ok=True)
