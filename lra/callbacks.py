@@ -123,7 +123,9 @@ class NonFiniteLoss(L.Callback):
         self.last_finite: float | None = None
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        loss = outputs["loss"] if isinstance(outputs, dict) else outputs
+        loss = outputs.get("loss") if isinstance(outputs, dict) else outputs
+        if loss is None:  # the module skipped this batch (optim.on_nonfinite=skip)
+            return
         value = float(loss.detach())
         if math.isfinite(value):
             self.last_finite = value

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 import random
 
@@ -12,7 +13,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torchmetrics.classification import MulticlassAccuracy
 
+log = logging.getLogger(__name__)
 SCHEDULES = ("rsqrt", "cosine", "constant")
+ON_NONFINITE = ("stop", "skip")
 
 
 def lr_factor(step: int, *, schedule: str, warmup_steps: int, total_steps: int) -> float:
@@ -48,6 +51,10 @@ class LRAModule(L.LightningModule):
 
     ``pad_id`` is the id of padding (mask = ids != pad_id), or None when every position is real
     (pixel tasks, unless the reference behaviour ``mask_zero_pixels`` is asked for).
+
+    A NaN/inf training loss either reaches the ``NonFiniteLoss`` callback, which stops the run
+    (``on_nonfinite="stop"``), or skips the batch (``"skip"``: no backward, no optimizer update;
+    the step counter and the schedule still advance) up to ``max_consecutive_skips`` in a row.
     """
 
     def __init__(
@@ -63,15 +70,26 @@ class LRAModule(L.LightningModule):
         schedule: str = "rsqrt",
         warmup_steps: int = 0,
         total_steps: int = 1,
+        on_nonfinite: str = "stop",
+        max_consecutive_skips: int = 10,
     ):
         super().__init__()
-        if lr <= 0:
-            raise ValueError(f"optim.lr must be positive, got {lr}")
+        if not lr > 0 or not math.isfinite(lr):
+            raise ValueError(f"optim.lr={lr}: must be a finite number > 0")
+        if not weight_decay >= 0:
+            raise ValueError(f"optim.weight_decay={weight_decay}: must be >= 0")
         if schedule not in SCHEDULES:
-            raise ValueError(f"optim.schedule must be one of {SCHEDULES}, got '{schedule}'")
+            raise ValueError(f"optim.schedule={schedule}: must be one of {', '.join(SCHEDULES)}")
+        if on_nonfinite not in ON_NONFINITE:
+            raise ValueError(f"optim.on_nonfinite={on_nonfinite}: must be one of {', '.join(ON_NONFINITE)}")
+        skips = max_consecutive_skips
+        if isinstance(skips, bool) or not isinstance(skips, int) or skips < 1:
+            raise ValueError(f"optim.max_consecutive_skips={max_consecutive_skips}: must be an integer >= 1")
         self.model, self.pad_id = model, pad_id
         self.lr, self.weight_decay, self.betas, self.eps = lr, weight_decay, tuple(betas), eps
         self.schedule, self.warmup_steps, self.total_steps = schedule, warmup_steps, total_steps
+        self.on_nonfinite, self.max_consecutive_skips = on_nonfinite, max_consecutive_skips
+        self.consecutive_skips = self.skipped_batches = 0
         self.acc = nn.ModuleDict(
             {s: MulticlassAccuracy(n_classes, average="micro") for s in ("train_", "val_", "test_")}
         )
@@ -83,27 +101,55 @@ class LRAModule(L.LightningModule):
     def forward(self, ids: Tensor) -> Tensor:
         return self.model(ids, self.mask(ids))
 
-    def _step(self, batch: dict[str, Tensor], split: str) -> Tensor:
+    def _loss(self, batch: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
+        """Logits (B, n_classes) and the mean cross-entropy (a scalar, computed in float32)."""
         logits = self(batch["ids"])
-        loss = F.cross_entropy(logits.float(), batch["label"])
+        return logits, F.cross_entropy(logits.float(), batch["label"])
+
+    def _log(self, batch: dict[str, Tensor], split: str, logits: Tensor, loss: Tensor) -> None:
         self.acc[split + "_"](logits.argmax(-1), batch["label"])
         on_step = split == "train"
         self.log(
             f"{split}/loss", loss, on_step=on_step, on_epoch=not on_step, prog_bar=True, batch_size=len(batch["label"])
         )
         self.log(f"{split}/acc", self.acc[split + "_"], on_step=on_step, on_epoch=not on_step, prog_bar=True)
+
+    def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor | None:
+        logits, loss = self._loss(batch)
+        value = float(loss.detach())
+        if math.isfinite(value):
+            self.last_train_loss, self.consecutive_skips = value, 0
+        elif self.on_nonfinite == "skip":
+            return self._skip(value)
+        self._log(batch, "train", logits, loss)
         return loss
 
-    def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
-        loss = self._step(batch, "train")
-        self.last_train_loss = float(loss.detach())
-        return loss
+    def _skip(self, value: float) -> None:
+        """Skip a batch with a non-finite loss: returning None makes Lightning skip backward and the update."""
+        self.consecutive_skips += 1
+        self.skipped_batches += 1
+        if self.consecutive_skips > self.max_consecutive_skips:
+            raise FloatingPointError(
+                f"training loss was non-finite ({value}) for {self.consecutive_skips} batches in a row up to step "
+                f"{self.global_step + 1}, more than optim.max_consecutive_skips={self.max_consecutive_skips}; "
+                f"last finite loss {self.last_train_loss}. Lower optim.lr, raise optim.warmup_steps or use "
+                "trainer.gradient_clip_val."
+            )
+        log.warning(
+            "step %d: training loss is %s, batch skipped (%d in a row, %d in all; optim.on_nonfinite=skip)",
+            self.global_step + 1,  # numbered as NonFiniteLoss numbers the step it stops at
+            value,
+            self.consecutive_skips,
+            self.skipped_batches,
+        )
+        self.log("train/skipped_batches", float(self.skipped_batches), on_step=True, on_epoch=False)
+        return None
 
     def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
-        self._step(batch, "val")
+        self._log(batch, "val", *self._loss(batch))
 
     def test_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
-        self._step(batch, "test")
+        self._log(batch, "test", *self._loss(batch))
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         # Lightning does not save the random generators; dropout and clustered attention's fresh

@@ -219,7 +219,7 @@ def prepare_run_dir(cfg: DictConfig, run_dir: Path) -> str | None:
             previous = find_previous(fp, roots, exclude=run_dir)
             if previous is not None:
                 resume_from, source = adopt(previous, run_dir), previous
-    elif mode not in ("never", "none"):
+    elif mode != "never":
         given = Path(mode).expanduser()
         if given.is_dir():
             if not checkpoints(given):

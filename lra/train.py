@@ -30,6 +30,7 @@ from lra.data.tasks import ensure_prepared
 from lra.module import LRAModule
 from lra.results import git_sha, write_json_atomic
 from lra.resume import AtomicCheckpointIO, ResumeCheckpoints, RunDirLock, prepare_run_dir, read_run_file
+from lra.validate import validate_config
 from models.encoder import Classifier, Encoder, PairClassifier
 
 log = logging.getLogger(__name__)
@@ -128,6 +129,7 @@ def total_steps(cfg: DictConfig, dm: LRADataModule) -> int:
 
 def run(cfg: DictConfig, run_dir: Path, overrides: list[str]) -> dict:
     """Train, validate and test one configuration; returns the result record (also in run_dir/result.json)."""
+    validate_config(cfg)  # a bad config fails here, before any data is prepared or a checkpoint looked for
     lock = RunDirLock(run_dir).acquire()
     try:
         return _run(cfg, Path(run_dir), overrides)

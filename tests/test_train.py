@@ -36,6 +36,7 @@ TINY = [
 
 def lra_train(args, tmp_path, check=True):
     env = {**os.environ, "LRA_DATA_DIR": str(tmp_path / "data"), "WANDB_SILENT": "false"}
+    env["PYTHONPATH"] = str(Path(__file__).resolve().parents[1])  # this checkout, not another installed copy
     cmd = [sys.executable, "-m", "lra.train", *args, f"hydra.run.dir={tmp_path / 'run'}"]
     return subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, check=check, timeout=600)
 

@@ -22,6 +22,7 @@ from omegaconf import OmegaConf
 
 from lra.data import listops
 from lra.data.prepared import prepared_dir, read_manifest, verify
+from lra.data.sources import data_path_exists
 from lra.data.tasks import TASKS, get_task
 
 log = logging.getLogger("lra.data")
@@ -42,16 +43,15 @@ def cmd_prepare(a: argparse.Namespace) -> int:
         raise SystemExit(
             f"lra-data: task '{a.task}' has no source '{source}'; valid sources: {', '.join(spec.sources)}"
         )
+    path = a.path or task.get("path")
+    if not data_path_exists(source, path):
+        raise SystemExit(f"lra-data: {'--path' if a.path else 'task.path'} {path} does not exist")
     out = prepared_dir(data_dir, a.task, task["profile"])
     if read_manifest(out) is not None and not a.force:
         print(f"{out} is already prepared (use --force to prepare it again)")
         return 0
     folder = spec.prepare(
-        {**task, "source": source, "path": a.path or task.get("path")},
-        data_dir,
-        source=source,
-        path=a.path or task.get("path"),
-        workers=a.workers,
+        {**task, "source": source, "path": path}, data_dir, source=source, path=path, workers=a.workers
     )
     _print_info(folder)
     return 0

@@ -143,21 +143,34 @@ def read_manifest(folder: Path) -> dict | None:
 
 
 def load_split(folder: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
-    """Memory-mapped ids and in-memory labels of one split; sizes are checked against the manifest."""
+    """Memory-mapped ids and in-memory labels of one split.
+
+    Cheap checks against the manifest (shapes, hence file sizes, and the label counts); the full
+    checksums are ``lra-data verify``'s job. A mismatch raises CorruptDataError naming the file.
+    """
     folder = Path(folder)
     manifest = read_manifest(folder)
     if manifest is None or split not in manifest["splits"]:
         raise MissingDataError(f"no prepared split '{split}' in {folder}")
-    entry = manifest["splits"][split]
-    try:
-        ids = np.load(folder / f"{split}.ids.npy", mmap_mode="r")
-        labels = np.load(folder / f"{split}.labels.npy")
-    except (OSError, ValueError) as e:
-        raise CorruptDataError(f"{folder}/{split}: unreadable prepared array ({e}); prepare the task again") from e
-    if list(ids.shape) != entry["shape"] or len(labels) != entry["n"]:
+    entry, task = manifest["splits"][split], manifest.get("task", "TASK")
+    repair = (
+        f"the prepared data is damaged: check it with `lra-data verify {task} ...` and prepare the task again "
+        f"(`lra-data prepare {task} ... --force`, with the overrides of this run)"
+    )
+    files = {kind: folder / f"{split}.{kind}.npy" for kind in ("ids", "labels")}
+    arrays = {}
+    for kind, mmap_mode in (("ids", "r"), ("labels", None)):  # ids stay on disk, labels are small
+        try:
+            arrays[kind] = np.load(files[kind], mmap_mode=mmap_mode)
+        except (OSError, ValueError) as e:
+            raise CorruptDataError(f"{files[kind]}: unreadable prepared array ({e}); {repair}") from e
+    ids, labels = arrays["ids"], arrays["labels"]
+    if list(ids.shape) != entry["shape"]:
+        raise CorruptDataError(f"{files['ids']}: shape {list(ids.shape)}, the manifest says {entry['shape']}; {repair}")
+    counts = {str(k): int(v) for k, v in zip(*np.unique(labels, return_counts=True))}
+    if len(labels) != entry["n"] or counts != entry["label_counts"]:
         raise CorruptDataError(
-            f"{folder}/{split}: arrays have shape {list(ids.shape)} / {len(labels)} labels but the manifest says "
-            f"{entry['shape']}; prepare the task again (lra-data prepare ... --force)"
+            f"{files['labels']}: label counts {counts}, the manifest says {entry['label_counts']}; {repair}"
         )
     return ids, labels
 

@@ -124,3 +124,8 @@ def require_release_path(path: str | Path | None) -> str | Path:
     if path is None:
         raise ValueError("--source release needs --path DIR (the extracted lra_release folder)")
     return path
+
+
+def data_path_exists(source: str, path: str | Path | None) -> bool:
+    """False only for a raw-data path that is given but missing (tfds fills its data_dir itself)."""
+    return path is None or source == "tfds" or Path(path).expanduser().exists()

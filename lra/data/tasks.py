@@ -17,7 +17,7 @@ import numpy as np
 from tqdm import tqdm
 
 from lra.data import image, listops, retrieval, text
-from lra.data.prepared import MissingDataError, PreparedWriter, prepared_dir, read_manifest
+from lra.data.prepared import CorruptDataError, MissingDataError, PreparedWriter, prepared_dir, read_manifest
 from lra.data.sources import check_source, release_roots, require_release_path
 
 log = logging.getLogger(__name__)
@@ -251,11 +251,24 @@ def prepare_command(task: dict, overrides: list[str] | None = None) -> str:
     return shlex.join(cmd).replace("'DIR'", "DIR")
 
 
+def check_labels(folder: Path, n_classes: int) -> Path:
+    """``folder``, once its labels are known to lie in ``0..n_classes-1`` (from the manifest: nothing is read)."""
+    for split, entry in read_manifest(folder)["splits"].items():
+        outside = sorted(int(k) for k in entry["label_counts"] if not 0 <= int(k) < n_classes)
+        if outside:
+            raise CorruptDataError(
+                f"{folder}/{split}.labels.npy: labels {', '.join(map(str, outside))} are outside 0..{n_classes - 1} "
+                f"(task.n_classes={n_classes}); set task.n_classes to the task's class count or prepare the data again"
+            )
+    return folder
+
+
 def ensure_prepared(task: dict, data_dir: str | Path, *, overrides: list[str] | None = None, workers: int = 1) -> Path:
     """The prepared folder for ``task``; generated tasks are prepared on first use.
 
     Missing data raises MissingDataError naming the command to run; data prepared with other
-    settings than the config asks for is refused with the differences listed.
+    settings than the config asks for is refused with the differences listed, and labels
+    outside ``task.n_classes`` with CorruptDataError.
     """
     spec = get_task(task["name"])
     folder = prepared_dir(data_dir, task["name"], task["profile"])
@@ -263,7 +276,8 @@ def ensure_prepared(task: dict, data_dir: str | Path, *, overrides: list[str] | 
     if manifest is None:
         if spec.generated_source is not None and task["source"] == spec.generated_source:
             log.info("no prepared %s data at %s: generating it now (runs once)", task["name"], folder)
-            return spec.prepare(task, data_dir, source=task["source"], path=task.get("path"), workers=workers)
+            folder = spec.prepare(task, data_dir, source=task["source"], path=task.get("path"), workers=workers)
+            return check_labels(folder, int(task["n_classes"]))
         raise MissingDataError(
             f"no prepared data for task '{task['name']}' at {folder}.\nPrepare it once with:\n  "
             + prepare_command(task, overrides)
@@ -279,4 +293,4 @@ def ensure_prepared(task: dict, data_dir: str | Path, *, overrides: list[str] | 
             + prepare_command(task, overrides)
             + " --force\nor choose another task.profile for the new settings."
         )
-    return folder
+    return check_labels(folder, int(task["n_classes"]))
