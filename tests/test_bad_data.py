@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from lra.config import compose_config
+from lra.data.cli import cli
 from lra.data.cli import main as lra_data
 from lra.data.prepared import CorruptDataError, read_manifest
 from lra.table import main as lra_table
@@ -112,6 +113,16 @@ def test_a_malformed_release_tsv_names_file_and_line(listops_release, tmp_path, 
     assert not (tmp_path / "data" / "listops" / "rel").exists()
 
 
+def test_the_lra_data_command_shows_data_errors_as_one_line(listops_release, tmp_path, monkeypatch, capsys):
+    path = listops_release / "basic_val.tsv"
+    path.write_text("Source\tTarget\n[MAX 2 9 ]\t12\n")
+    argv = ["prepare", "listops", "--source", "release", "--path", str(tmp_path / "raw"), *TASK]
+    monkeypatch.setattr(sys, "argv", ["lra-data", *argv, f"paths.data_dir={tmp_path / 'data'}"])
+    assert cli() == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"lra-data: {path}:2: label 12 is outside 0..9") and "Traceback" not in err
+
+
 def test_a_corrupt_png_names_the_image_and_its_metadata_line(tmp_path):
     base, _, _ = _mini_release(tmp_path / "raw")
     (base / "imgs" / "2" / "sample_0.png").write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(20))
@@ -159,8 +170,9 @@ def test_a_preparation_killed_midway_leaves_nothing_that_looks_prepared(tmp_path
     assert (leftovers[0] / "train.ids.npy").is_file() and read_manifest(leftovers[0]) is None
     assert lra_data(["info", "listops", *TASK, f"paths.data_dir={data}"]) == 0
     assert capsys.readouterr().out.strip() == f"{data}/listops/tiny: not prepared"
-    assert lra_data(args) == 0  # preparing again works
+    assert lra_data(args) == 0  # preparing again works, and clears what the killed one left
     assert set(read_manifest(data / "listops" / "tiny")["splits"]) == {"train", "val", "test"}
+    assert [p.name for p in (data / "listops").iterdir()] == ["tiny"]
 
 
 def test_lra_table_refuses_truncated_and_unfinished_records(tmp_path):

@@ -150,5 +150,14 @@ def main(argv: list[str] | None = None) -> int:
     return a.fn(a)
 
 
+def cli() -> int:
+    """The ``lra-data`` command: ``main`` with data errors shown as one message, not a traceback."""
+    try:
+        return main()
+    except (OSError, ValueError, ImportError) as e:  # missing or bad raw data, corrupt prepared data
+        print(f"lra-data: {e}", file=sys.stderr)
+        return 2
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(cli())

@@ -43,6 +43,16 @@ def sha256(path: Path, chunk: int = 1 << 22) -> str:
     return h.hexdigest()
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
 class PreparedWriter:
     """Writes one prepared folder atomically.
 
@@ -65,6 +75,10 @@ class PreparedWriter:
         }
 
     def __enter__(self) -> PreparedWriter:
+        for stale in self.out_dir.parent.glob(f".{self.out_dir.name}.tmp-*"):  # left by a killed preparation
+            pid = stale.name.rsplit("-", 1)[1]
+            if pid.isdigit() and not _alive(int(pid)):
+                shutil.rmtree(stale, ignore_errors=True)
         shutil.rmtree(self.tmp, ignore_errors=True)
         self.tmp.mkdir(parents=True)
         return self
