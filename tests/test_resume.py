@@ -31,10 +31,15 @@ LONG = [
 COMPARED = ("val_acc", "test_acc", "train_loss", "steps", "epochs")
 
 
-def launch(args, cwd: Path, data: Path, prelude: str = "") -> subprocess.Popen:
+def launch(args, cwd: Path, data: Path, prelude: str = "", env: dict | None = None) -> subprocess.Popen:
     """``lra-train ARGS`` in a subprocess (``prelude``: Python run first, e.g. a signal handler)."""
     code = f"{prelude}\nimport sys\nfrom lra.train import main\nsys.argv = ['lra-train', *{list(args)!r}]\nmain()"
-    env = {**os.environ, "LRA_DATA_DIR": str(data), "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    env = {
+        **os.environ,
+        "LRA_DATA_DIR": str(data),
+        "PYTHONPATH": str(Path(__file__).resolve().parents[1]),
+        **(env or {}),
+    }
     return subprocess.Popen(
         [sys.executable, "-c", code], cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
@@ -143,6 +148,32 @@ def test_submitit_requeue_signal_checkpoints_then_hands_over(workspace, tmp_path
     assert rc == 0 and "Restored all states from the checkpoint" in log, log[-3000:]
     (resumed,) = results(tmp_path)
     assert {k: resumed[k] for k in COMPARED} == {k: reference[k] for k in COMPARED}
+
+
+def test_lightning_slurm_requeue_checkpoint_is_resumed_by_the_same_command(workspace, tmp_path):
+    """A job started by hand with ``sbatch --signal=USR1@90``: on USR1 Lightning saves
+    ``hpc_ckpt_1.ckpt`` and runs ``scontrol requeue <job>``; the requeued job types the same
+    command (a new run folder) and continues from that checkpoint."""
+    root, _ = workspace
+    (tmp_path / "bin").mkdir()
+    scontrol = tmp_path / "bin" / "scontrol"
+    scontrol.write_text(f'#!/bin/sh\necho "$@" > {tmp_path / "scontrol.args"}\n')
+    scontrol.chmod(0o755)
+    slurm = {"SLURM_NTASKS": "1", "SLURM_JOB_NAME": "lra", "SLURM_JOB_ID": "4242", "SLURM_PROCID": "0"}
+    slurm |= {"SLURM_LOCALID": "0", "SLURM_NODEID": "0", "PATH": f"{tmp_path / 'bin'}:{os.environ['PATH']}"}
+    args = [*LONG, f"paths.runs={tmp_path / 'runs'}"]
+    proc = launch(args, tmp_path, root / "data", env=slurm)
+    wait_for("runs/*/*/checkpoints/last.ckpt", tmp_path, proc)
+    proc.send_signal(signal.SIGUSR1)
+    hpc = wait_for("runs/*/*/hpc_ckpt_1.ckpt", tmp_path, proc)
+    proc.send_signal(signal.SIGKILL)  # the time limit
+    finish(proc)
+    assert (tmp_path / "scontrol.args").read_text().split() == ["requeue", "4242"]
+
+    rc, log = finish(launch(args, tmp_path, root / "data"))
+    assert rc == 0 and "Restored all states from the checkpoint" in log, log[-3000:]
+    (resumed,) = results(tmp_path / "runs")
+    assert resumed["steps"] == 40 and resumed["resumed_from"] == [str(hpc.parent)]
 
 
 def test_a_finished_run_directory_is_never_reused(tmp_path):
