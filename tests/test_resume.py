@@ -166,6 +166,7 @@ def test_lightning_slurm_requeue_checkpoint_is_resumed_by_the_same_command(works
     wait_for("runs/*/*/checkpoints/last.ckpt", tmp_path, proc)
     proc.send_signal(signal.SIGUSR1)
     hpc = wait_for("runs/*/*/hpc_ckpt_1.ckpt", tmp_path, proc)
+    wait_for("scontrol.args", tmp_path, proc)  # Lightning saves, then requeues
     proc.send_signal(signal.SIGKILL)  # the time limit
     finish(proc)
     assert (tmp_path / "scontrol.args").read_text().split() == ["requeue", "4242"]
