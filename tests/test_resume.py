@@ -157,7 +157,8 @@ def test_lightning_slurm_requeue_checkpoint_is_resumed_by_the_same_command(works
     root, _ = workspace
     (tmp_path / "bin").mkdir()
     scontrol = tmp_path / "bin" / "scontrol"
-    scontrol.write_text(f'#!/bin/sh\necho "$@" > {tmp_path / "scontrol.args"}\n')
+    done = tmp_path / "scontrol.args"
+    scontrol.write_text(f'#!/bin/sh\necho "$@" > {done}.tmp && mv {done}.tmp {done}\n')
     scontrol.chmod(0o755)
     slurm = {"SLURM_NTASKS": "1", "SLURM_JOB_NAME": "lra", "SLURM_JOB_ID": "4242", "SLURM_PROCID": "0"}
     slurm |= {"SLURM_LOCALID": "0", "SLURM_NODEID": "0", "PATH": f"{tmp_path / 'bin'}:{os.environ['PATH']}"}
