@@ -42,6 +42,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
+import lra.resolvers  # noqa: F401  (the attention configs' ${sqrt_pow2:...} etc.)
 from lra.memory import data_mb, peak_rss_mb, reset_peak_rss, rss_mb
 
 log = logging.getLogger(__name__)
@@ -347,12 +348,14 @@ class Point:
     mem_limit_gb: float | None = None  # CPU memory cap for this point instead of the sweep's
 
 
-def attention_config(name: str) -> dict | None:
-    """Options from configs/attention/<name>.yaml (without ``name``), None if there is no such file."""
+def attention_config(name: str, length: int) -> dict | None:
+    """Options from configs/attention/<name>.yaml (without ``name``) for sequences of ``length``
+    (sizes such as CAST's clusters follow ``task.max_len``), None if there is no such file."""
     path = Path(CONFIG_DIR) / "attention" / f"{name}.yaml"
     if not path.is_file():
         return None
-    opts = OmegaConf.to_container(OmegaConf.load(path), resolve=True)
+    cfg = OmegaConf.create({"task": {"max_len": int(length)}, "attention": OmegaConf.load(path)})
+    opts = OmegaConf.to_container(cfg.attention, resolve=True)
     opts.pop("name", None)
     return opts
 
@@ -364,28 +367,29 @@ def plan(cfg: DictConfig) -> list[Point]:
     raw = OmegaConf.to_container(cfg.per_length, resolve=True) if cfg.per_length else {}
     per_length = {name: {str(n): o for n, o in by_len.items()} for name, by_len in raw.items()}  # "1024" or 1024
     for name, by_len in per_length.items():
-        if attention_config(name) is None and name not in available():
+        if not (Path(CONFIG_DIR) / "attention" / f"{name}.yaml").is_file() and name not in available():
             raise ValueError(f"per_length.{name}: no attention of that name (no configs/attention/{name}.yaml)")
         bad = [k for k in by_len if not str(k).isdigit()]
         if bad:
             raise ValueError(f"per_length.{name}: keys must be sequence lengths, got {bad}")
-    rows: list[tuple[str, str | None, dict | None, str]] = []
+    rows: list[tuple[str, str | None, dict, str]] = []  # row, attention, options on top of its config, why not
     for name in cfg.mechanisms:
-        opts, why = attention_config(name), ""
+        why = ""
         if name not in available():
             why = f"'{name}' is not registered in models.attention (available: {', '.join(available())})"
-        elif opts is None:
+        elif not (Path(CONFIG_DIR) / "attention" / f"{name}.yaml").is_file():
             why = f"no configs/attention/{name}.yaml"
-        rows.append((name, name, opts, why))
+        rows.append((name, name, {}, why))
         if name == BASELINE and cfg.vanilla_naive:
-            rows.append((NAIVE, name, {**(opts or {}), "impl": "naive"}, why))
+            rows.append((NAIVE, name, {"impl": "naive"}, why))
     if cfg.floor:
         rows.append((FLOOR, None, {}, ""))
     points = []
-    for row, attention, opts, why in rows:
+    for row, attention, own, why in rows:
         for n in cfg.lengths:
+            opts = (attention_config(attention, n) or {}) if attention else {}
             extra = per_length.get(attention, {}).get(str(n), {}) if attention else {}
-            points.append(Point(row, attention, {**(opts or {}), **extra}, int(n), float(cfg.timeout_s), why))
+            points.append(Point(row, attention, {**opts, **own, **extra}, int(n), float(cfg.timeout_s), why))
     return points
 
 

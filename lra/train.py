@@ -24,6 +24,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger, Logger
 from omegaconf import DictConfig, OmegaConf
 
+import lra.resolvers  # noqa: F401  (the configs' ${sqrt_pow2:...} etc.)
 from lra.callbacks import NonFiniteLoss, PeakMemory, StepTimer
 from lra.data.datamodule import LRADataModule
 from lra.data.tasks import ensure_prepared

@@ -21,6 +21,7 @@ import collections
 import os
 import re
 import shlex
+import statistics
 import subprocess
 import sys
 import time
@@ -84,6 +85,39 @@ def skip_reason(table: str, task: str, extra: list[str]) -> str | None:
     return None
 
 
+MINI_NOTE = (
+    "A pipeline check on generated and synthetic data, not a comparison with the papers. ListOps and"
+    " Pathfinder / Path-X come from our generators at reduced size, Text, Retrieval and Image from"
+    " lra/data/synthetic.py (the sources' file formats with made-up content and a simple learnable signal),"
+    " prepared by the real readers; 128 to 4096 tokens, a tiny model, 20 to 200 training steps"
+    " (configs/experiment/mini/). Accuracy above chance shows that a mechanism trains through the whole"
+    " pipeline; it says nothing about how the mechanisms compare on LRA."
+)
+
+
+def preamble(table: str, argv: list[str], started: float, load_start: float, records: list[dict]) -> str:
+    """What the table file says above the table: the command, when, how long, on what, under which load."""
+    from lra.bench import device_name
+
+    threads = os.environ.get("OMP_NUM_THREADS")
+    device = collections.Counter(r["device"] for r in records).most_common(1)[0][0]
+    walls = [r["wall_s"] for r in records]
+    command = shlex.join(["python", "scripts/reproduce_table.py", *argv])
+    lines = [f"# {table} table: {len(records)} runs", ""]
+    if table == "mini":
+        lines += [f"**{MINI_NOTE}**", ""]
+    lines += [
+        f"- Command: `{f'OMP_NUM_THREADS={threads} ' if threads else ''}{command}`",
+        f"- Started {time.strftime('%Y-%m-%d %H:%M %Z', time.localtime(started))}, wall time"
+        f" {(time.time() - started) / 60:.1f} min for all runs (data generation included); one run"
+        f" {min(walls):.0f} to {max(walls):.0f} s, median {statistics.median(walls):.0f} s (result.json wall_s).",
+        f"- Runs on {device}; this script ran on {device_name('cpu')}.",
+        f"- Load average (1 min) at start / end: {load_start:.1f} / {os.getloadavg()[0]:.1f} on {os.cpu_count()}"
+        " cores; above the core count other jobs shared the machine, so times are indicative only.",
+    ]
+    return "\n".join(lines) + "\n\n"
+
+
 def device_slug(records: list[dict]) -> str:
     """The most common device of the runs, as a file-name part ("nvidia-h100-80gb-hbm3", "cpu-2-cores")."""
     device = collections.Counter(r["device"] for r in records).most_common(1)[0][0]
@@ -119,6 +153,7 @@ def main(argv: list[str] | None = None) -> int:
             print(shlex.join(cmd))
         return 0
 
+    started, load_start = time.time(), os.getloadavg()[0]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
     status: dict[str, str] = {}
     for task, cmd in commands.items():
@@ -138,6 +173,10 @@ def main(argv: list[str] | None = None) -> int:
         compare = ["--compare", "published"] if a.table == "lra" else []  # mini numbers are not the papers' setting
         lra_table.main(
             [*dirs, "--format", "md", "--efficiency", *compare, "--skip-incomplete", "--out", str(table_out)]
+        )
+        rows = [r for _, r in records]
+        table_out.write_text(
+            preamble(a.table, sys.argv[1:] if argv is None else argv, started, load_start, rows) + table_out.read_text()
         )
     print("\nsummary:")
     for task, s in status.items():

@@ -7,10 +7,11 @@ source of a task prepares identical arrays.
 from __future__ import annotations
 
 import contextlib
-import pickle
 from pathlib import Path
 
 import numpy as np
+
+from lra.data import retrieval, synthetic
 
 # IMDB: (text, label) per split. Multi-byte UTF-8, surrounding whitespace (TFDS strips it), a
 # review longer than the tests' max_len, and ids that sort differently as numbers and as text.
@@ -34,12 +35,7 @@ IMDB = {
 
 def write_acl_imdb(root: Path) -> Path:
     """``root/aclImdb/{train,test}/{neg,pos}/<id>_<rating>.txt``."""
-    for split, rows in IMDB.items():
-        for text, label, rid, rating in rows:
-            folder = root / "aclImdb" / split / ("neg", "pos")[label]
-            folder.mkdir(parents=True, exist_ok=True)
-            (folder / f"{rid}_{rating}.txt").write_bytes(text.encode("utf-8"))
-    return root / "aclImdb"
+    return synthetic.write_acl_imdb(root, IMDB)
 
 
 def write_hf_imdb(root: Path) -> Path:
@@ -89,26 +85,7 @@ def cifar_images() -> dict[str, tuple[np.ndarray, np.ndarray]]:
 
 def write_cifar_batches(root: Path) -> Path:
     """``root/cifar-10-batches-py/{data_batch_1..5,test_batch}``: pickled dicts, data (n, 3072) channel-major."""
-    folder = root / "cifar-10-batches-py"
-    folder.mkdir(parents=True)
-    images = cifar_images()
-    names = {"train": [f"data_batch_{i}" for i in range(1, 6)], "test": ["test_batch"]}
-    for split, (rgb, labels) in images.items():
-        size = len(rgb) // len(names[split])
-        for k, name in enumerate(names[split]):
-            part = slice(k * size, (k + 1) * size)
-            data = rgb[part].transpose(0, 3, 1, 2).reshape(-1, 3072)  # R plane, G plane, B plane
-            with open(folder / name, "wb") as f:
-                pickle.dump(
-                    {
-                        b"batch_label": name.encode(),
-                        b"labels": labels[part].tolist(),
-                        b"data": data,
-                        b"filenames": [b"x.png"] * size,
-                    },
-                    f,
-                )
-    return folder
+    return synthetic.write_cifar_batches(root, cifar_images())
 
 
 def write_hf_cifar(root: Path) -> Path:
@@ -149,16 +126,12 @@ AAN = {
     "val": [(0, "P09", "P10", "val one", "val two"), (1, "P11", "P12", "€uro", "yen ¥")],
     "test": [(1, "P13", "P14", "test a", "test b"), (0, "P15", "P16", "", "")],
 }
-AAN_FILES = {"train": "new_aan_pairs.train.tsv", "val": "new_aan_pairs.eval.tsv", "test": "new_aan_pairs.test.tsv"}
+AAN_FILES = retrieval.FILES
 
 
 def write_aan(folder: Path) -> Path:
     """The three TSVs into ``folder``: no header, five tab-separated fields, labels written as floats (``1.0``)."""
-    folder.mkdir(parents=True, exist_ok=True)
-    for split, rows in AAN.items():
-        lines = [f"{float(lab)}\t{a}\t{b}\t{t1}\t{t2}\n" for lab, a, b, t1, t2 in rows]
-        (folder / AAN_FILES[split]).write_bytes("".join(lines).encode("utf-8"))
-    return folder
+    return synthetic.write_aan_tsvs(folder, AAN)
 
 
 def prepared_bytes(folder: Path) -> dict[str, bytes]:

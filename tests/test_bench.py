@@ -109,7 +109,7 @@ def test_plan_rows_options_and_unavailable(tmp_path):
     assert [r for r, n in points if n == 1024] == [BASELINE, NAIVE, "cast", "not_a_mechanism", FLOOR]
     assert points[(NAIVE, 2048)].options == {"impl": "naive"} and points[(NAIVE, 2048)].attention == "vanilla"
     assert points[("cast", 2048)].options == {"num_clusters": 32, "cluster_size": 64, "clustering": "topk"}
-    assert points[("cast", 1024)].options["cluster_size"] == 32  # per_length from configs/bench.yaml
+    assert points[("cast", 1024)].options["cluster_size"] == 32  # sized from the length (lra/resolvers.py)
     assert points[(FLOOR, 1024)].attention is None
     assert "not registered" in points[("not_a_mechanism", 1024)].unavailable
     with pytest.raises(ValueError, match="per_length.cats"):

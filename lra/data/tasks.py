@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import shlex
+import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,7 +17,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from lra.data import image, listops, retrieval, text
+from lra.data import image, listops, retrieval, synthetic, text
 from lra.data.prepared import CorruptDataError, MissingDataError, PreparedWriter, prepared_dir, read_manifest
 from lra.data.sources import check_source, release_roots, require_release_path
 
@@ -54,6 +55,24 @@ def find_release_file(path: str | Path, relative: str) -> Path:
         if c.exists():
             return c
     raise FileNotFoundError(f"'{relative}' not found under {path} (looked in {', '.join(str(c) for c in candidates)})")
+
+
+SYNTHETIC = "synthetic"  # the no-download source of text, retrieval and image (lra/data/synthetic.py)
+
+
+def synthetic_raw(task: dict, data_dir: str | Path) -> Path:
+    """An empty folder beside the prepared one (``<profile>.raw``) for a synthetic source's raw files."""
+    raw = prepared_dir(data_dir, task["name"], task["profile"]).with_name(f"{task['profile']}.raw")
+    shutil.rmtree(raw, ignore_errors=True)  # files of other settings must not be read with the new ones
+    raw.mkdir(parents=True)
+    return raw
+
+
+def _with_synthetic(meta: dict, task: dict) -> dict:
+    """``meta`` plus the synthetic set's settings when the task reads it."""
+    if task["source"] == SYNTHETIC:
+        meta["synthetic"] = {k: int(v) for k, v in task["synthetic"].items()}
+    return meta
 
 
 # --- listops ---------------------------------------------------------------------------------
@@ -157,16 +176,20 @@ def _text_meta(task: dict) -> dict:
     meta = {"max_len": int(task["max_len"]), "strip": bool(task["strip"]), "holdout": int(task["holdout"])}
     if meta["holdout"]:
         meta["holdout_seed"] = int(task["holdout_seed"])
-    return meta
+    return _with_synthetic(meta, task)
 
 
 def _prepare_text(task: dict, data_dir: str | Path, *, source: str, path: str | None = None, workers: int = 1) -> Path:
-    check_source("text", source, text.SOURCES)
+    check_source("text", source, (*text.SOURCES, SYNTHETIC))
+    reader = source
+    if source == SYNTHETIC:  # generated reviews in the aclImdb layout, read by the folder reader
+        path, reader = synthetic.write_imdb(synthetic_raw(task, data_dir), **task["synthetic"]), "folder"
     out = prepared_dir(data_dir, "text", task["profile"])
     max_len = int(task["max_len"])
-    with PreparedWriter(out, task="text", profile=task["profile"], source=source, meta=_text_meta(task)) as w:
+    meta = _text_meta({**task, "source": source})
+    with PreparedWriter(out, task="text", profile=task["profile"], source=source, meta=meta) as w:
         for split in text.SPLITS:
-            rows = text.canonical(text.READERS[source](split, path), strip=task["strip"])
+            rows = text.canonical(text.READERS[reader](split, path), strip=task["strip"])
             if split == "train" and task["holdout"]:
                 rows, held = text.holdout(rows, int(task["holdout"]), int(task["holdout_seed"]))
                 w.add_chunks("val", text.chunks(held, max_len, "text val"), row_shape=(max_len,), dtype=np.uint16)
@@ -174,57 +197,68 @@ def _prepare_text(task: dict, data_dir: str | Path, *, source: str, path: str | 
     return out
 
 
-register_task(TaskSpec("text", text.SOURCES, _prepare_text, _text_meta))
+register_task(TaskSpec("text", (*text.SOURCES, SYNTHETIC), _prepare_text, _text_meta, generated_source=SYNTHETIC))
 
 
 # --- retrieval (AAN pairs) ---------------------------------------------------------------------
 
 
 def _retrieval_meta(task: dict) -> dict:
-    return {"max_len": int(task["max_len"]), "doc_bytes": int(task["doc_bytes"])}
+    return _with_synthetic({"max_len": int(task["max_len"]), "doc_bytes": int(task["doc_bytes"])}, task)
 
 
 def _prepare_retrieval(
     task: dict, data_dir: str | Path, *, source: str, path: str | None = None, workers: int = 1
 ) -> Path:
-    check_source("retrieval", source, retrieval.SOURCES)
-    if source == "release":
+    check_source("retrieval", source, (*retrieval.SOURCES, SYNTHETIC))
+    if source == SYNTHETIC:  # generated pairs as the release's tsv_data/, read as the release
+        path = synthetic.write_aan(synthetic_raw(task, data_dir), **task["synthetic"])
+    if source in ("release", SYNTHETIC):
         path = require_release_path(path)
         files = {s: find_release_file(path, f"{retrieval.RELEASE_DIR}/{name}") for s, name in retrieval.FILES.items()}
     else:
         files = {s: retrieval.hf_file(s, path) for s in retrieval.FILES}
     out = prepared_dir(data_dir, "retrieval", task["profile"])
     max_len, doc_bytes = int(task["max_len"]), int(task["doc_bytes"])
-    with PreparedWriter(out, task="retrieval", profile=task["profile"], source=source, meta=_retrieval_meta(task)) as w:
+    meta = _retrieval_meta({**task, "source": source})
+    with PreparedWriter(out, task="retrieval", profile=task["profile"], source=source, meta=meta) as w:
         for split, file in files.items():
             w.add_chunks(split, retrieval.chunks(file, max_len, doc_bytes), row_shape=(2, max_len), dtype=np.uint16)
     return out
 
 
-register_task(TaskSpec("retrieval", retrieval.SOURCES, _prepare_retrieval, _retrieval_meta))
+register_task(
+    TaskSpec(
+        "retrieval", (*retrieval.SOURCES, SYNTHETIC), _prepare_retrieval, _retrieval_meta, generated_source=SYNTHETIC
+    )
+)
 
 
 # --- image (grayscale CIFAR-10) ----------------------------------------------------------------
 
 
 def _image_meta(task: dict) -> dict:
-    return {"max_len": int(task["max_len"]), "val_fraction": float(task["val_fraction"])}
+    return _with_synthetic({"max_len": int(task["max_len"]), "val_fraction": float(task["val_fraction"])}, task)
 
 
 def _prepare_image(task: dict, data_dir: str | Path, *, source: str, path: str | None = None, workers: int = 1) -> Path:
-    check_source("image", source, image.SOURCES)
+    check_source("image", source, (*image.SOURCES, SYNTHETIC))
     if int(task["max_len"]) != image.SIDE * image.SIDE:
         raise ValueError(f"task.max_len must be {image.SIDE * image.SIDE} for CIFAR-10, got {task['max_len']}")
+    reader = source
+    if source == SYNTHETIC:  # generated images as the CIFAR-10 python pickles, read by the folder reader
+        path, reader = synthetic.write_cifar(synthetic_raw(task, data_dir), **task["synthetic"]), "folder"
     if source == "hf":
         log.warning(
             "image --source hf: HF rows are taken in CIFAR order; for LRA's exact validation images "
             "use --source tfds or folder (see lra/data/image.py)"
         )
     out = prepared_dir(data_dir, "image", task["profile"])
-    with PreparedWriter(out, task="image", profile=task["profile"], source=source, meta=_image_meta(task)) as w:
+    meta = _image_meta({**task, "source": source})
+    with PreparedWriter(out, task="image", profile=task["profile"], source=source, meta=meta) as w:
         for split in image.SPLITS:
             with tqdm(desc=f"image {split}", unit="img", mininterval=1.0) as bar:
-                ids, labels = image.gray_split(image.READERS[source](split, path), split, progress=bar)
+                ids, labels = image.gray_split(image.READERS[reader](split, path), split, progress=bar)
             if split == "train":
                 n = image.n_train(len(ids), float(task["val_fraction"]))
                 w.add_split("train", ids[:n], labels[:n])
@@ -234,7 +268,7 @@ def _prepare_image(task: dict, data_dir: str | Path, *, source: str, path: str |
     return out
 
 
-register_task(TaskSpec("image", image.SOURCES, _prepare_image, _image_meta))
+register_task(TaskSpec("image", (*image.SOURCES, SYNTHETIC), _prepare_image, _image_meta, generated_source=SYNTHETIC))
 
 
 # --- shared entry points -----------------------------------------------------------------------
@@ -245,7 +279,7 @@ def prepare_command(task: dict, overrides: list[str] | None = None) -> str:
     cmd = ["lra-data", "prepare", task["name"], "--source", task["source"]]
     if task.get("path"):
         cmd += ["--path", str(task["path"])]
-    elif task["source"] not in ("generate", "hf", "tfds"):
+    elif task["source"] not in ("generate", SYNTHETIC, "hf", "tfds"):
         cmd += ["--path", "DIR"]
     cmd += [o for o in overrides or [] if o.split("=")[0].lstrip("+~").startswith(("task.", "experiment", "paths."))]
     return shlex.join(cmd).replace("'DIR'", "DIR")
@@ -284,6 +318,8 @@ def ensure_prepared(task: dict, data_dir: str | Path, *, overrides: list[str] | 
         )
     expected = spec.expected_meta(task)
     found = {k: manifest["meta"].get(k) for k in expected}
+    if spec.generated_source in (task["source"], manifest["source"]):  # generated data never stands in for real
+        expected["source"], found["source"] = task["source"], manifest["source"]
     if found != expected:
         diff = ", ".join(
             f"{k}: prepared {found[k]!r}, config {expected[k]!r}" for k in expected if found[k] != expected[k]
