@@ -212,8 +212,9 @@ def prepare_run_dir(cfg: DictConfig, run_dir: Path) -> str | None:
         )
     resume_from = source = None
     if mode == "auto":
-        if own and checkpoints(run_dir):
-            resume_from, source = checkpoints(run_dir)[0], run_dir
+        own_checkpoints = checkpoints(run_dir) if own else []
+        if own_checkpoints:
+            resume_from, source = own_checkpoints[0], run_dir
         else:
             roots = [Path(cfg.paths.runs), Path(cfg.paths.multirun)]
             previous = find_previous(fp, roots, exclude=run_dir)
