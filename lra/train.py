@@ -52,12 +52,15 @@ def build_model(cfg: DictConfig) -> torch.nn.Module:
     m, task = cfg.model, cfg.task
     attention = OmegaConf.to_container(cfg.attention, resolve=True)
     options = {k: v for k, v in OmegaConf.to_container(m, resolve=True).items() if k != "d_head"}
-    check_keys("model", [*options, "d_head"], [*inspect.signature(Encoder).parameters, "d_head"])
+    set_here = ("vocab_size", "max_len", "attention", "attention_options", "lra_mask")
+    valid = [k for k in inspect.signature(Encoder).parameters if k not in set_here]
+    check_keys("model", [*options, "d_head"], [*valid, "d_head"])
     encoder = Encoder(
         vocab_size=task.vocab_size,
         max_len=task.max_len,
         attention=attention.pop("name"),
         attention_options=attention,
+        lra_mask=bool(OmegaConf.select(task, "mask_zero_pixels", default=False)),  # LRA's CLS mask and mean pool
         **options,
     )
     if task.pair:
