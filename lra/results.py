@@ -8,6 +8,8 @@ import subprocess
 import tempfile
 from pathlib import Path
 
+from lra.errors import space_for
+
 REPO = Path(__file__).resolve().parents[1]
 
 RESULT_FIELDS = (
@@ -35,13 +37,15 @@ RESULT_FIELDS = (
 
 
 def write_json_atomic(path: str | Path, obj) -> None:
-    """Write JSON to a temporary file in the same folder, fsync, then rename over ``path``."""
+    """Write JSON to a temporary file in the same folder, fsync, then rename over ``path``.
+
+    A full disk raises an OSError naming the folder and the bytes needed."""
     path = Path(path)
+    text = json.dumps(obj, indent=2, sort_keys=False) + "\n"
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(obj, f, indent=2, sort_keys=False)
-            f.write("\n")
+        with space_for(path.parent, len(text.encode())), os.fdopen(fd, "w") as f:
+            f.write(text)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)

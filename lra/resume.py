@@ -33,6 +33,7 @@ import torch
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from omegaconf import DictConfig, OmegaConf
 
+from lra.errors import UserError, space_for
 from lra.results import write_json_atomic
 
 log = logging.getLogger(__name__)
@@ -66,6 +67,19 @@ def fingerprint(cfg: DictConfig) -> str:
     return hashlib.sha256(json.dumps(c, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
+class RunDirRefused(UserError, RuntimeError):
+    """This run may not write to the run directory (another process holds it, or it holds another run)."""
+
+
+def refuse_finished(run_dir: Path) -> None:
+    """Refuse a run directory that holds a finished run; reads only, so the folder stays as it was."""
+    if (Path(run_dir) / "result.json").exists():
+        raise RunDirRefused(
+            f"{run_dir} already holds a finished run (result.json); results are never overwritten: "
+            "give this run its own hydra.run.dir"
+        )
+
+
 class RunDirLock:
     """An exclusive ``flock`` on ``run_dir/.lock`` for the life of the process.
 
@@ -85,7 +99,7 @@ class RunDirLock:
         except BlockingIOError:
             holder = os.read(fd, 64).decode(errors="replace").strip() or "unknown"
             os.close(fd)
-            raise RuntimeError(
+            raise RunDirRefused(
                 f"another lra-train process (pid {holder}) is writing to {self.path.parent}; two runs never "
                 "share a run directory: wait for it, or give this run its own hydra.run.dir"
             ) from None
@@ -177,13 +191,27 @@ def adopt(src_dir: Path, dst_dir: Path) -> Path:
     return copied
 
 
+def tensor_bytes(obj) -> int:
+    """The bytes of every tensor in a (nested) checkpoint: about the size ``torch.save`` writes."""
+    if isinstance(obj, torch.Tensor):
+        return obj.numel() * obj.element_size()
+    if isinstance(obj, dict):
+        return sum(tensor_bytes(v) for v in obj.values())
+    if isinstance(obj, list | tuple):
+        return sum(tensor_bytes(v) for v in obj)
+    return 0
+
+
 def torch_save_atomic(obj, path: Path) -> None:
-    """``torch.save`` into a temporary file next to ``path``, then rename it over ``path``."""
+    """``torch.save`` into a temporary file next to ``path``, then rename it over ``path``.
+
+    A full disk raises an OSError naming the folder and the bytes needed (not torch's ``enforce fail``)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
     try:
-        torch.save(obj, tmp)
+        with space_for(path.parent, tensor_bytes(obj)):
+            torch.save(obj, tmp)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -200,13 +228,9 @@ def prepare_run_dir(cfg: DictConfig, run_dir: Path) -> str | None:
     fp = fingerprint(cfg)
     mode = str(cfg.resume)
     own = read_run_file(run_dir)
-    if (run_dir / "result.json").exists():
-        raise RuntimeError(
-            f"{run_dir} already holds a finished run (result.json); results are never overwritten: "
-            "give this run its own hydra.run.dir"
-        )
+    refuse_finished(run_dir)
     if own and own.get("fingerprint") != fp:
-        raise RuntimeError(
+        raise RunDirRefused(
             f"{run_dir} holds an unfinished run of a different config (run.json fingerprint "
             f"{own.get('fingerprint')}, this run {fp}); give this run its own hydra.run.dir"
         )

@@ -3,6 +3,14 @@
 lra-train experiment=quickstart
 lra-train task=listops attention=cast trainer.max_steps=2000 seed=1
 lra-train -m experiment=lra/listops attention=vanilla,cast seed=0,1,2
+
+A user error (a bad config value, missing data, a taken run folder, a full disk) is one line on stderr
+and exit status 2; ``--debug`` (or ``HYDRA_FULL_ERROR=1``) shows its traceback (see ``lra.errors``).
+
+A run folder is written only by the process that holds its lock: Hydra is told not to write
+``.hydra/`` or the log file itself (``hydra.output_subdir: null``, ``hydra/job_logging: lra``), and
+this module writes them once the lock is taken, so a run refused because another process holds the
+folder, or because the folder holds a finished run, leaves every file there as it was.
 """
 
 from __future__ import annotations
@@ -12,14 +20,17 @@ import logging
 import math
 import os
 import signal
+import sys
 import time
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 import hydra
 import lightning as L
 import torch
 from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger, Logger
 from omegaconf import DictConfig, OmegaConf
@@ -28,9 +39,17 @@ import lra.resolvers  # noqa: F401  (the configs' ${sqrt_pow2:...} etc.)
 from lra.callbacks import NonFiniteLoss, PeakMemory, StepTimer
 from lra.data.datamodule import LRADataModule
 from lra.data.tasks import ensure_prepared
+from lra.errors import DEBUG_FLAG, USER_ERRORS, Reported, debug_requested, run_cli
 from lra.module import LRAModule
 from lra.results import git_sha, write_json_atomic
-from lra.resume import AtomicCheckpointIO, ResumeCheckpoints, RunDirLock, prepare_run_dir, read_run_file
+from lra.resume import (
+    AtomicCheckpointIO,
+    ResumeCheckpoints,
+    RunDirLock,
+    prepare_run_dir,
+    read_run_file,
+    refuse_finished,
+)
 from lra.validate import validate_config
 from models.encoder import Classifier, Encoder, PairClassifier
 
@@ -131,11 +150,16 @@ def total_steps(cfg: DictConfig, dm: LRADataModule) -> int:
     return int(cfg.trainer.max_epochs) * per_epoch
 
 
-def run(cfg: DictConfig, run_dir: Path, overrides: list[str]) -> dict:
-    """Train, validate and test one configuration; returns the result record (also in run_dir/result.json)."""
+def run(cfg: DictConfig, run_dir: Path, overrides: list[str], *, on_claimed: Callable[[], None] | None = None) -> dict:
+    """Train, validate and test one configuration; returns the result record (also in run_dir/result.json).
+
+    ``on_claimed`` runs once this process holds ``run_dir`` (the entry point writes Hydra's files then)."""
     validate_config(cfg)  # a bad config fails here, before any data is prepared or a checkpoint looked for
+    refuse_finished(run_dir)  # before the lock, which would write its pid into the finished folder
     lock = RunDirLock(run_dir).acquire()
     try:
+        if on_claimed is not None:
+            on_claimed()
         return _run(cfg, Path(run_dir), overrides)
     finally:
         lock.release()
@@ -248,15 +272,59 @@ def _run(cfg: DictConfig, run_dir: Path, overrides: list[str]) -> dict:
                 pass
 
 
+def save_hydra_files(cfg: DictConfig, run_dir: Path) -> None:
+    """What Hydra's ``run_job`` writes to ``.hydra/`` (config.yaml, hydra.yaml, overrides.yaml), atomically."""
+    hydra_cfg = HydraConfig.instance().cfg
+    folder = Path(run_dir) / ".hydra"
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, node in (
+        ("config.yaml", cfg),
+        ("hydra.yaml", hydra_cfg),
+        ("overrides.yaml", hydra_cfg.hydra.overrides.task),
+    ):
+        tmp = folder / f".{name}.tmp-{os.getpid()}"
+        OmegaConf.save(node, tmp)
+        os.replace(tmp, folder / name)
+
+
+def add_log_file(path: Path) -> logging.Handler:
+    """Append the root logger's records to ``path`` in Hydra's format (its ``job_logging`` file handler)."""
+    handler = logging.FileHandler(path)
+    handler.setFormatter(logging.Formatter("[%(asctime)s][%(name)s][%(levelname)s] - %(message)s"))
+    logging.getLogger().addHandler(handler)
+    return handler
+
+
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
 def _hydra_main(cfg: DictConfig) -> float:
     hc = HydraConfig.get()
-    record = run(cfg, Path(hc.runtime.output_dir), list(hc.overrides.task))
+    run_dir = Path(hc.runtime.output_dir)
+    handlers: list[logging.Handler] = []
+
+    def claimed() -> None:
+        save_hydra_files(cfg, run_dir)
+        handlers.append(add_log_file(run_dir / f"{hc.job.name}.log"))
+
+    try:
+        record = run(cfg, run_dir, list(hc.overrides.task), on_claimed=claimed)
+    except USER_ERRORS as e:
+        if hc.mode == RunMode.RUN:  # one run: straight to run_cli; a sweep's failures are Hydra's to collect
+            raise Reported(e) from e
+        raise
+    finally:
+        for handler in handlers:
+            logging.getLogger().removeHandler(handler)
+            handler.close()
     return record["test_acc"]
 
 
 def main() -> None:
-    _hydra_main()
+    """The ``lra-train`` command: Hydra's, with user errors as one line and exit status 2."""
+    argv = sys.argv[1:]
+    debug = debug_requested(argv)
+    sys.argv = [sys.argv[0], *(a for a in argv if a != DEBUG_FLAG)]
+    os.environ["HYDRA_FULL_ERROR"] = "1"  # Hydra re-raises every error; run_cli decides what is shown
+    sys.exit(run_cli("lra-train", _hydra_main, debug=debug))
 
 
 if __name__ == "__main__":

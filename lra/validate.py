@@ -211,6 +211,12 @@ def check_resume(cfg: DictConfig) -> Iterator[str]:
         yield f"resume={mode}: must be auto, never, or an existing run folder or .ckpt file"
 
 
+def check_seed(seed) -> Iterator[str]:
+    """``seed``: an integer in 0 .. 2**32 - 1 (the range every seeded generator accepts)."""
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**32:
+        yield f"seed={_show(seed)}: must be an integer in 0..{2**32 - 1}"
+
+
 def validate_config(cfg: DictConfig) -> None:
     """Raise ConfigError listing every problem of ``cfg``; log warnings for legal but doubtful settings."""
     problems = [
@@ -220,6 +226,7 @@ def validate_config(cfg: DictConfig) -> None:
         *check_optim(cfg.optim),
         *check_data(cfg.data),
         *check_resume(cfg),
+        *check_seed(cfg.seed),
         *check_trainer(
             cfg.trainer,
             cfg.optim,

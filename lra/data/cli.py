@@ -25,6 +25,7 @@ from lra.data import listops
 from lra.data.prepared import prepared_dir, read_manifest, verify
 from lra.data.sources import data_path_exists
 from lra.data.tasks import TASKS, get_task, prepare_command, settings_diff
+from lra.errors import DEBUG_FLAG, debug_requested, run_cli
 
 log = logging.getLogger("lra.data")
 
@@ -49,8 +50,8 @@ def cmd_prepare(a: argparse.Namespace) -> int:
         raise SystemExit(f"lra-data: {'--path' if a.path else 'task.path'} {path} does not exist")
     task = {**task, "source": source, "path": path}
     out = prepared_dir(data_dir, a.task, task["profile"])
-    manifest = read_manifest(out)
-    if manifest is not None and not a.force:
+    manifest = None if a.force else read_manifest(out)  # --force prepares again whatever is there
+    if manifest is not None:
         diff = settings_diff(task, manifest)
         if not diff:
             print(f"{out} is already prepared with these settings (use --force to prepare it again)")
@@ -170,12 +171,11 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def cli() -> int:
-    """The ``lra-data`` command: ``main`` with data errors shown as one message, not a traceback."""
-    try:
-        return main()
-    except (OSError, ValueError, ImportError) as e:  # missing or bad raw data, corrupt prepared data
-        print(f"lra-data: {e}", file=sys.stderr)
-        return 2
+    """The ``lra-data`` command: ``main`` with user errors (missing or bad raw data, corrupt prepared data,
+    a bad config value) shown as one message, exit status 2; ``--debug`` shows the traceback."""
+    argv = sys.argv[1:]
+    debug = debug_requested(argv)
+    return run_cli("lra-data", lambda: main([a for a in argv if a != DEBUG_FLAG]), debug=debug)
 
 
 if __name__ == "__main__":
