@@ -32,7 +32,8 @@ log = logging.getLogger(__name__)
 # check the same; checking here names the config key). ``bits`` has no upper bound here: the
 # hash codes are float tensors, not packed into 64-bit words as in fast-transformers.
 ATTENTION_MINIMA = {"num_clusters": 1, "cluster_size": 1, "segment_size": 1, "bits": 1, "topk": 1, "iterations": 0}
-# Options at or above the sequence length turn the mechanism into exact attention (see docs/attention.md).
+# Options at or above the sequence length turn the mechanism into exact attention (one cluster or segment
+# holds every token).
 EXACT_AT_LENGTH = {"cast": "cluster_size", "clustered": "num_clusters", "improved_clustered": "num_clusters",
                    "srformer": "segment_size"}  # fmt: skip
 PRECISIONS = ("32-true", "64-true", "16-mixed", "bf16-mixed", "16-true", "bf16-true")

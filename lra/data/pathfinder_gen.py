@@ -48,7 +48,7 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class PathfinderParams:
-    """Drawing parameters of one resolution (names follow the LRA table in docs/tasks.md)."""
+    """Drawing parameters of one resolution (names follow the parameters LRA lists for its Pathfinder sets)."""
 
     resolution: int
     padding: int  # border band (pixels) no stroke may enter
@@ -74,7 +74,7 @@ class PathfinderParams:
         return self.distractor_budget // self.distractor_length(contour_length)
 
 
-# 32 and 128 are the LRA table (docs/tasks.md). 64 and 256 are not in it: every geometric
+# 32 and 128 are the parameters LRA lists (pathfinder, pathx). 64 and 256 are not among them: every geometric
 # quantity is interpolated log-linearly in the resolution between the 32 and 128 columns
 # (64 = their geometric mean, 256 = one more doubling at the 32 -> 128 rate) and rounded to
 # its grid: paddle length 3.2 -> 3 and 7.9 -> 8, thickness 0.87 -> 1.0 and 2.6 -> 2.5
