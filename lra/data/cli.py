@@ -8,7 +8,9 @@
     lra-data info listops
 
 Trailing ``key=value`` arguments are Hydra overrides of the training config, so the data
-is prepared exactly as ``lra-train`` with the same overrides will look for it.
+is prepared exactly as ``lra-train`` with the same overrides will look for it. A user error
+(bad raw data, a damaged manifest, a full disk) is one message and exit status 2; ``--debug``
+shows its traceback.
 """
 
 from __future__ import annotations
