@@ -71,12 +71,21 @@ class RunDirRefused(UserError, RuntimeError):
     """This run may not write to the run directory (another process holds it, or it holds another run)."""
 
 
-def refuse_finished(run_dir: Path) -> None:
-    """Refuse a run directory that holds a finished run; reads only, so the folder stays as it was."""
+def check_run_dir(cfg: DictConfig, run_dir: Path) -> None:
+    """Refuse a run directory that holds a finished run, or an unfinished run of another config.
+
+    Reads only, so a refused folder stays as it was; ``lra.train`` calls it before taking the lock
+    (which writes its pid) and ``prepare_run_dir`` again under it."""
     if (Path(run_dir) / "result.json").exists():
         raise RunDirRefused(
             f"{run_dir} already holds a finished run (result.json); results are never overwritten: "
             "give this run its own hydra.run.dir"
+        )
+    own, fp = read_run_file(run_dir), fingerprint(cfg)
+    if own and own.get("fingerprint") != fp:
+        raise RunDirRefused(
+            f"{run_dir} holds an unfinished run of a different config (run.json fingerprint "
+            f"{own.get('fingerprint')}, this run {fp}); give this run its own hydra.run.dir"
         )
 
 
@@ -228,12 +237,7 @@ def prepare_run_dir(cfg: DictConfig, run_dir: Path) -> str | None:
     fp = fingerprint(cfg)
     mode = str(cfg.resume)
     own = read_run_file(run_dir)
-    refuse_finished(run_dir)
-    if own and own.get("fingerprint") != fp:
-        raise RunDirRefused(
-            f"{run_dir} holds an unfinished run of a different config (run.json fingerprint "
-            f"{own.get('fingerprint')}, this run {fp}); give this run its own hydra.run.dir"
-        )
+    check_run_dir(cfg, run_dir)
     resume_from = source = None
     if mode == "auto":
         own_checkpoints = checkpoints(run_dir) if own else []

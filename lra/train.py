@@ -10,7 +10,8 @@ and exit status 2; ``--debug`` (or ``HYDRA_FULL_ERROR=1``) shows its traceback (
 A run folder is written only by the process that holds its lock: Hydra is told not to write
 ``.hydra/`` or the log file itself (``hydra.output_subdir: null``, ``hydra/job_logging: lra``), and
 this module writes them once the lock is taken, so a run refused because another process holds the
-folder, or because the folder holds a finished run, leaves every file there as it was.
+folder, or because the folder holds a finished run or another config's run, leaves every file there
+as it was.
 """
 
 from __future__ import annotations
@@ -46,9 +47,9 @@ from lra.resume import (
     AtomicCheckpointIO,
     ResumeCheckpoints,
     RunDirLock,
+    check_run_dir,
     prepare_run_dir,
     read_run_file,
-    refuse_finished,
 )
 from lra.validate import validate_config
 from models.encoder import Classifier, Encoder, PairClassifier
@@ -155,7 +156,7 @@ def run(cfg: DictConfig, run_dir: Path, overrides: list[str], *, on_claimed: Cal
 
     ``on_claimed`` runs once this process holds ``run_dir`` (the entry point writes Hydra's files then)."""
     validate_config(cfg)  # a bad config fails here, before any data is prepared or a checkpoint looked for
-    refuse_finished(run_dir)  # before the lock, which would write its pid into the finished folder
+    check_run_dir(cfg, run_dir)  # before the lock, which would write its pid into a folder it may not take
     lock = RunDirLock(run_dir).acquire()
     try:
         if on_claimed is not None:

@@ -36,19 +36,21 @@ def state(folder: Path) -> dict[str, str]:
             if p.is_file()}  # fmt: skip
 
 
-def a_run_dir(folder: Path, finished: bool) -> Path:
-    """A run folder as lra-train leaves it: Hydra's record of the config, the log, run.json (and result.json)."""
+def a_run_dir(folder: Path, *extra: str) -> Path:
+    """A run folder as lra-train leaves it: Hydra's record of the config and the log, plus ``extra`` of
+    run.json (an unfinished run of another config) and result.json (a finished run)."""
     files = {
         ".hydra/config.yaml": "seed: 0\n",
         ".hydra/hydra.yaml": "hydra:\n  mode: RUN\n",
         ".hydra/overrides.yaml": "- experiment=quickstart\n",
         "train.log": "[2026-01-01 00:00:00,000][lra.train][INFO] - the run that owns this folder\n",
         "run.json": '{"fingerprint": "0123456789abcdef", "started": 0.0, "resumed_from": []}\n',
-        **({"result.json": '{"test_acc": 0.5}\n'} if finished else {}),
+        "result.json": '{"test_acc": 0.5}\n',
     }
     for name, text in files.items():
-        (folder / name).parent.mkdir(parents=True, exist_ok=True)
-        (folder / name).write_text(text)
+        if "/" in name or name == "train.log" or name in extra:
+            (folder / name).parent.mkdir(parents=True, exist_ok=True)
+            (folder / name).write_text(text)
     return folder
 
 
@@ -59,16 +61,24 @@ def assert_one_message(proc: subprocess.CompletedProcess, start: str) -> None:
     assert "Error executing job" not in proc.stderr
 
 
-def test_a_run_refused_by_a_finished_folder_leaves_it_byte_for_byte(tmp_path):
-    run_dir = a_run_dir(tmp_path / "run", finished=True)
+@pytest.mark.parametrize(
+    ("extra", "refusal"),
+    [
+        (("run.json", "result.json"), "{run_dir} already holds a finished run (result.json)"),
+        (("run.json",), "{run_dir} holds an unfinished run of a different config (run.json fingerprint 0123"),
+    ],
+    ids=["finished", "another config"],
+)
+def test_a_run_refused_by_what_the_folder_holds_leaves_it_byte_for_byte(tmp_path, extra, refusal):
+    run_dir = a_run_dir(tmp_path / "run", *extra)
     before = state(run_dir)
     proc = lra_train(tmp_path, run_dir, "seed=3")
-    assert_one_message(proc, f"{run_dir} already holds a finished run (result.json)")
+    assert_one_message(proc, refusal.format(run_dir=run_dir))
     assert state(run_dir) == before
 
 
 def test_a_run_refused_by_a_held_lock_leaves_the_folder_byte_for_byte(tmp_path):
-    run_dir = a_run_dir(tmp_path / "run", finished=False)
+    run_dir = a_run_dir(tmp_path / "run")
     lock = RunDirLock(run_dir).acquire()  # the run that owns the folder is still going
     try:
         before = state(run_dir)
