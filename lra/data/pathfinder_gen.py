@@ -2,45 +2,59 @@
 
 A black canvas with dashed curves ("snakes") of short straight dashes ("paddles"). Two
 target snakes of ``contour_length`` paddles start ``seed_distance`` apart near the centre,
-distractor snakes of ``contour_length // 3`` paddles fill the rest, and two round markers
-sit on snake ends: both ends of one target snake (label 1) or ends of the two different
-target snakes (label 0). Drawing follows drewlinsley/pathfinder (snakes.py, snakes2.py):
+distractor snakes of ``contour_length // 3`` paddles are added where there is room, and two
+round markers sit on snake ends: both ends of one target snake (label 1) or ends of the two
+different target snakes (label 0). This is our own vectorised implementation of what
+drewlinsley/pathfinder (``snakes2.py`` with ``snakes.py``, the code LRA cites) computes when
+run with the legacy ``scipy.misc.imresize`` of 2019; the distribution of its images, not its
+random stream, is reproduced:
 
-- a paddle continues from a pivot ``margin`` past the end of the previous one; its far
-  end is one of the integer points on a circle of radius ``paddle_length + margin`` around
-  the pivot, drawn with weight ``cos(min(continuity * turn, pi/2))**2`` (``turn`` = angle
-  to the previous paddle), so a larger ``continuity`` means straighter snakes;
-- every paddle keeps a margin from everything already drawn (the previous paddle of the
-  same snake excepted); a snake with no free continuation is abandoned: the target pair is
-  redrawn from scratch, a distractor retried a few times and then skipped;
-- strokes and markers are drawn at ``antialias`` times the resolution and downsampled with
-  PIL's Lanczos filter (the original's ``scipy.misc.imresize(..., interp="lanczos")``), each
-  paddle separately, and combined with ``max``; the image is min-max scaled to 0..255. The
-  filter's faint fringes (1..10 of 255) leave about 58% of the pixels of a 32x32 image
-  non-zero (14% at 128x128).
+- Paddle rendering. A paddle is a PIL line of ``round(thickness * antialias)`` pixels from the
+  centre of a ``(2k a + 1)``-pixel canvas (``k = length + ceil(thickness) + margin``,
+  ``a = antialias``) to ``ceil(centre + length a (sin, cos))``, resized to ``2k + 1`` pixels as
+  an 8-bit image with PIL's Lanczos filter (the legacy ``imresize``: bytescale to uint8, then
+  ``Image.resize``). The resize factor is ``(2k a + 1) / (2k + 1)``, not ``a``. The paddle's
+  mask is the same line dilated by a disc of radius ``margin * a``, resized the same way, so
+  it runs 0..1 with soft edges. Markers are discs drawn on the whole window at ``a`` times the
+  resolution and resized (Lanczos, factor ``a``). Paddles, markers and contrasts combine with
+  ``max``; the image is min-max scaled to 0..255.
+- Geometry. Coordinates are moved with ``ceil`` (the original's ``translate_coord``). A snake's
+  next pivot is ``ceil(pivot + (length + 2 margin) u)``; continuation candidates are the
+  integer points ``floor(pivot + (length + margin) (sin, cos))`` sampled one pixel of arc
+  apart, inside the image; the paddle runs from the candidate back towards the pivot.
+- Acceptance. The running mask is the ``max`` of the masks of the accepted paddles, except
+  the last paddle of each growing snake, which joins it only when the snake's next paddle is
+  accepted (so a paddle is never tested against its predecessor; the first target snake's
+  last paddle never joins it). A candidate is drawn with weight
+  ``(1 - dilated_mask) * cos(min(continuity * turn, pi/2))**2`` (mask dilated by a disc of
+  radius ``margin``) and kept if ``max(mask + paddle_mask) < 1.8``, up to
+  ``max_paddle_retrial + 1`` draws, else the snake fails. A distractor seed's tail is drawn
+  uniformly from the pixels where ``ceil(dilated_mask - 0.3) == 0``, the mask dilated by the
+  pixels where the seed's own mask is 1 (offset by one pixel diagonally, as the original's
+  kernel is), and kept if its head and pivot are inside the image. The first target seed
+  also keeps ``2 seed_distance`` from the edges; the second is placed at ``seed_distance``
+  from the first with no mask test. A failed target pair is redrawn from scratch; a failed
+  distractor is erased and retried ``max_distractor_retrial`` times, then skipped.
 
-Speed comes from precomputing everything that depends only on the parameters (one "bank"
-per margin): the downsampled stroke of every seed orientation and every continuation
-candidate, its footprint (the pixels within the margin radius of the snake's centre line)
-and the footprint grown by one pixel. Placing a paddle is then a few operations on a
-small window of an occupancy grid, and all continuation candidates are tested at once
-with one matrix-vector product. Pure functions of a ``numpy.random.Generator``.
+Speed comes from precomputing everything that depends only on (parameters, margin) in a
+"bank": the stroke and mask of every seed orientation and every continuation candidate,
+the continuity weights and the seed test footprints. Placing a paddle is then a few numpy
+operations on small windows of a padded canvas. Pure functions of a ``numpy.random.Generator``.
 """
 
 from __future__ import annotations
 
-import bisect
 import io
 import logging
 import math
 import multiprocessing
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageDraw
 from tqdm import tqdm
 
 log = logging.getLogger(__name__)
@@ -48,24 +62,24 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class PathfinderParams:
-    """Drawing parameters of one resolution (names follow the LRA table in docs/tasks.md)."""
+    """Drawing parameters of one resolution (the names of snakes2's arguments, LRA's values)."""
 
     resolution: int
-    padding: int  # border band (pixels) no stroke may enter
-    antialias: int  # strokes are drawn at this multiple of the resolution, then downsampled
+    padding: int  # border band (pixels) that counts as occupied
+    antialias: int  # strokes are drawn at this multiple of the resolution, then resized
     margins: tuple[int, ...]  # paddle margin, one drawn uniformly per image
     paddle_length: int
-    paddle_thickness: float  # must be a multiple of 1 / antialias
+    paddle_thickness: float  # thickness * antialias must be an integer
     marker_radius: float
-    seed_distance: int  # distance between the first paddles of the two target snakes
+    seed_distance: int  # distance between the tails of the two target snakes
     continuity: float
     distractor_budget: int  # number of distractor snakes = budget // distractor length
     snake_contrast: float  # intensity of distractor paddles; target snakes get
     paddle_contrast: float  # paddle_contrast * snake_contrast (as in snakes2.py)
-    max_seed_retrial: int = 2  # extra tries to place a target seed paddle
+    max_paddle_retrial: int = 2  # extra draws per paddle (seed position or continuation)
     max_distractor_retrial: int = 4  # extra tries per distractor snake before it is skipped
     stop_with_availability: float = 0.01  # no more distractors below this free fraction
-    max_target_restarts: int = 20_000  # RuntimeError after this many target redraws (128 hard: ~70 on average)
+    max_target_restarts: int = 20_000  # RuntimeError after this many target redraws
 
     def distractor_length(self, contour_length: int) -> int:
         return max(1, contour_length // 3)
@@ -74,7 +88,7 @@ class PathfinderParams:
         return self.distractor_budget // self.distractor_length(contour_length)
 
 
-# 32 and 128 are the LRA table (docs/tasks.md). 64 and 256 are not in it: every geometric
+# 32 and 128 are the values LRA lists for the original generator. 64 and 256 are not in it: every geometric
 # quantity is interpolated log-linearly in the resolution between the 32 and 128 columns
 # (64 = their geometric mean, 256 = one more doubling at the 32 -> 128 rate) and rounded to
 # its grid: paddle length 3.2 -> 3 and 7.9 -> 8, thickness 0.87 -> 1.0 and 2.6 -> 2.5
@@ -85,7 +99,7 @@ class PathfinderParams:
 # stroke reaches only half intensity, which the table's snake contrast 2.0 compensates;
 # from 1-pixel strokes on a stroke reaches full intensity, so 64 uses the mean of the
 # rendered brightness of the two columns (distractors 0.95, targets 0.82 = 0.95 * 0.87)
-# and 256 keeps the 128 values.
+# and 256 keeps the 128 values. Only 32 and 128 are checked against the original's images.
 PARAMS: dict[int, PathfinderParams] = {
     32: PathfinderParams(
         resolution=32,
@@ -153,15 +167,15 @@ FOLDERS: dict[str, str] = {
     "hard": "curv_contour_length_14",
 }
 
-_N_SEED = 360  # seed orientations: whole degrees, as in the original
-_TIE = np.array([1e-3, 3.7e-4])  # nudges stroke centre lines off sample rows/columns to break ties
+_DEGREES = np.arange(-180, 180)  # seed orientations: whole degrees, as snakes2's randint(-180, 180)
 
 
 @dataclass(frozen=True)
 class Sample:
     """One image. ``image`` uint8 (R, R), background 0, min-max scaled to 0..255;
-    ``targets`` bool (R, R): footprints (centre line dilated by the margin radius) of the
-    two target snakes; ``markers`` int (2, 2): (row, col) of the two marker centres."""
+    ``targets`` float32 (2, R, R): the stroke (0..1, before contrast) of each target snake;
+    ``markers`` int (2, 2): (row, col) of the two marker centres (the first on a target
+    snake's tail, the second on a snake's last paddle end)."""
 
     image: np.ndarray
     label: int
@@ -170,351 +184,371 @@ class Sample:
     margin: int
 
 
-# ----------------------------------------------------------------------------- bank
+def _bytescale(a: np.ndarray) -> np.ndarray:
+    """Min-max scale to uint8 as the legacy ``scipy.misc.bytescale``; a constant array becomes zeros."""
+    lo, hi = float(a.min()), float(a.max())
+    scale = 255.0 / (hi - lo) if hi > lo else 255.0
+    return (np.clip((a - lo) * scale, 0, 255) + 0.5).astype(np.uint8)
+
+
+def _resize(a: np.ndarray, size: int) -> np.ndarray:
+    """Legacy ``scipy.misc.imresize(a, (size, size), interp="lanczos")``: bytescale unless uint8,
+    then PIL's Lanczos resize of the 8-bit image (so the result is rounded and clipped to 0..255)."""
+    img = Image.fromarray(a if a.dtype == np.uint8 else _bytescale(a))
+    return np.asarray(img.resize((size, size), resample=Image.Resampling.LANCZOS))
+
+
+def _disc(radius: int) -> np.ndarray:
+    """(n, 2) offsets (dy, dx) with dy^2 + dx^2 <= radius^2 (snakes.generate_dilation_struct)."""
+    o = np.arange(-radius, radius + 1)
+    dy, dx = np.meshgrid(o, o, indexing="ij")
+    keep = dy**2 + dx**2 <= radius**2
+    return np.stack([dy[keep], dx[keep]], axis=1)
+
+
+def _flip(o: np.ndarray) -> np.ndarray:
+    """Orientation turned by pi, as snakes.flip_by_pi and the seeds' reversed orientation."""
+    return np.where(o < 0, o + np.pi, o - np.pi)
 
 
 @dataclass(frozen=True)
 class _Bank:
-    """Everything that depends only on (params, margin), for J = 360 + K paddles: seeds
-    j < 360 (orientation j - 180 degrees, anchored at the tail) and continuations
-    j = 360 + k (candidate k, anchored at the pivot). Windows are (w, w), w = 2h + 1,
-    centred on the anchor."""
+    """Everything that depends only on (params, margin), for J = 360 + K paddles: seeds j < 360
+    (orientation j - 180 degrees, drawn from the tail) and continuations j = 360 + c (candidate
+    c, drawn from the candidate back towards the pivot). Stamps are (2k + 1, 2k + 1) windows
+    centred on the paddle's start; canvases are padded by B on each side (width W)."""
 
-    h: int
-    hs: int  # half size of the stamp windows (ws = 2 hs + 1)
-    stamp_target: np.ndarray  # (J, ws, ws) float32: downsampled stroke times the target contrast
-    stamp_distractor: np.ndarray  # (J, ws, ws) float32: same, distractor contrast
-    foot: np.ndarray  # (J, w, w) bool: footprint, pixels within rho of the centre line
-    foot_flat: np.ndarray  # (J, w * w) float32: the same as rows, to test a window with one dot product
-    grown: np.ndarray  # (J, w, w) float32 0/1: footprint grown by one pixel (4-neighbours)
-    next: list[tuple[int, int]]  # (J,) offset of the next pivot from the anchor
-    tip: list[tuple[int, int]]  # (J,) offset of the snake's end (the continuation's far end)
-    n_seed: int  # 360: index of the first continuation
-    cand_foot: np.ndarray  # (K, w * w) float32: continuation footprints (times 2) as rows, for one mat-vec
-    own: list[list[float]]  # (J, K) cand_foot[k] . (paddle j's grown footprint around its next
-    # pivot): what the previous paddle of the snake adds to candidate k's test, to be subtracted back
-    base: np.ndarray  # (J, K) float32: continuity weight of candidate k after paddle j, plus own
-    cum_weights: list[list[float]]  # (J, K) cumulative continuity weights, ignoring the margin (for bisect)
-    marker: np.ndarray  # (2 hm + 1, 2 hm + 1) float32: downsampled disc
-    hm: int
-
-
-def _segment_distance(gy: np.ndarray, gx: np.ndarray, s: np.ndarray, e: np.ndarray) -> np.ndarray:
-    """Distance from grid points (gy (H, 1), gx (1, W)) to segments s -> e (n, 2). Returns (n, H, W)."""
-    sy, sx = s[:, 0, None, None], s[:, 1, None, None]
-    vy, vx = (e - s)[:, 0, None, None], (e - s)[:, 1, None, None]
-    dy, dx = gy - sy, gx - sx  # (n, H, W)
-    t = np.clip((dy * vy + dx * vx) / np.maximum(vy * vy + vx * vx, 1e-12), 0.0, 1.0)
-    return np.hypot(dy - t * vy, dx - t * vx)
-
-
-def _downsample(big: np.ndarray, a: int) -> np.ndarray:
-    """(n, w a, w a) -> (n, w, w) float32 in 0..1 as the original's ``imresize(..., interp="lanczos")``:
-    PIL's Lanczos-3 (support 3 output pixels, rows normalised), clipped and rounded to 8 bits."""
-    w = big.shape[-1] // a
-    z = ((np.arange(w * a) + 0.5)[None, :] - (np.arange(w) + 0.5)[:, None] * a) / a  # (w, w a)
-    k = np.sinc(z) * np.sinc(z / 3) * (np.abs(z) < 3)
-    k /= k.sum(axis=1, keepdims=True)
-    small = k @ big @ k.T  # (n, w, w)
-    return (np.rint(np.clip(small, 0.0, 1.0) * 255) / 255).astype(np.float32)
-
-
-def _strokes(params: PathfinderParams, h: int, s: np.ndarray, e: np.ndarray) -> np.ndarray:
-    """Anti-aliased strokes s -> e (n, 2), pixel units relative to the centre of the window's
-    centre pixel. Returns (n, w, w) float32 in 0..1.
-
-    Drawn at ``antialias`` x size, then downsampled as the original does. A sub-pixel is on
-    when its distance to the centre line is at most half the stroke width; for a width of
-    one sub-pixel the distance is measured along the minor axis (one sample per column or
-    row, like PIL's Bresenham line), so a thin stroke looks the same in every direction.
-    """
-    a, w = params.antialias, 2 * h + 1
-    width = round(params.paddle_thickness * a)
-    v = e - s
-    cos_major = np.abs(v).max(axis=1) / np.maximum(np.hypot(v[:, 0], v[:, 1]), 1e-12)  # (n,)
-    half = width / 2 * (cos_major if width == 1 else np.ones_like(cos_major))
-    q = np.arange(w * a) + 0.5 - (h + 0.5) * a  # sub-pixel centres, in sub-pixels from the window centre
-    out = []
-    for i in range(0, len(s), 64):  # chunks bound the (n, w a, w a) temporaries
-        d = _segment_distance(q[:, None], q[None, :], s[i : i + 64] * a + _TIE, e[i : i + 64] * a + _TIE)
-        out.append(_downsample((d <= half[i : i + 64, None, None]).astype(np.float64), a))
-    return np.concatenate(out)
-
-
-def _footprints(h: int, s: np.ndarray, e: np.ndarray, rho: float) -> tuple[np.ndarray, np.ndarray]:
-    """Pixels within ``rho`` of the segments (n, w, w) bool, and the same grown by 4-neighbours (float32 0/1)."""
-    o = np.arange(2 * h + 1, dtype=np.float64) - h
-    foot = _segment_distance(o[:, None], o[None, :], s, e) <= rho
-    grown = foot.copy()
-    grown[:, 1:] |= foot[:, :-1]
-    grown[:, :-1] |= foot[:, 1:]
-    grown[:, :, 1:] |= foot[:, :, :-1]
-    grown[:, :, :-1] |= foot[:, :, 1:]
-    return foot, grown.astype(np.float32)
-
-
-def _shift(grids: np.ndarray, offsets: np.ndarray) -> np.ndarray:
-    """out[j][r, c] = grids[j][r + dy_j, c + dx_j] (zero outside): each window re-centred at its offset."""
-    n, w, _ = grids.shape
-    padded = np.zeros((n, 3 * w, 3 * w), grids.dtype)
-    padded[:, w : 2 * w, w : 2 * w] = grids
-    return np.stack([padded[j, w + dy : 2 * w + dy, w + dx : 2 * w + dx] for j, (dy, dx) in enumerate(offsets)])
-
-
-def _crop(grids: list[np.ndarray], content: np.ndarray | None) -> tuple[list[np.ndarray], int]:
-    """Crop (n, w, w) windows around their centre to the smallest square holding every True of
-    ``content`` (n, w, w) (default: non-zero values of the first grid). Returns the crops and the half size."""
-    h = grids[0].shape[-1] // 2
-    ys, xs = np.nonzero((grids[0] != 0 if content is None else content).any(0))
-    hc = int(np.abs(np.concatenate([ys, xs]) - h).max())
-    return [np.ascontiguousarray(g[:, h - hc : h + hc + 1, h - hc : h + hc + 1]) for g in grids], hc
+    k: int
+    B: int
+    W: int
+    stroke_target: np.ndarray  # (J, s, s) float64: resized stroke times the target contrast
+    stroke_distractor: np.ndarray  # (J, s, s) float64: same, distractor contrast
+    stroke: np.ndarray  # (J, s, s) float32: resized stroke, 0..1
+    mask: np.ndarray  # (J, s, s) float64: resized margin-dilated stroke, 0..1
+    dmask: np.ndarray  # (J, s + 2m, s + 2m) float64: mask dilated (max filter) by disc(margin)
+    sin: list[float]  # (J,) orientation of paddle j (seed angle, or direction pivot -> candidate)
+    cos: list[float]
+    rev_sin: list[float]  # (360,) seed orientation turned by pi (to find the seed's pivot)
+    rev_cos: list[float]
+    cand: list[tuple[int, int]]  # (K,) candidate offsets from the pivot
+    cand_flat: np.ndarray  # (K,) the same as offsets in the flattened padded canvas
+    weights: np.ndarray  # (J, K) continuity weight of candidate c after paddle j
+    check: list[np.ndarray]  # (360,) (n_i, 2) seed test footprint: mask == 1, shifted by (1, 1)
+    check_flat: list[np.ndarray]  # (360,) the same, flattened
+    dead: list[bool]  # (360,) seed orientations whose test always fails (see _bank)
+    alive: list[int]  # the others
+    radius: int  # L + m: candidates lie within this of the pivot (per coordinate)
+    inside: np.ndarray  # (W * W,) bool: pixel of the image (not the padding)
+    mask0: np.ndarray  # (W, W) the empty canvas's mask: 1 on the image's border band
+    dil0: np.ndarray  # (W, W) mask0 dilated by disc(margin)
+    first_free: dict = field(default_factory=dict)  # seed i -> tails passing the first target test
 
 
 @lru_cache(maxsize=16)
 def _bank(params: PathfinderParams, margin: int) -> _Bank:
-    L, m, t = params.paddle_length, margin, params.paddle_thickness
-    # Footprint radius: footprints of different snakes may not touch (not even 4-adjacent),
-    # so two centre lines stay about 2 rho + 1 = 2 margin + thickness apart, the distance at
-    # which the original's margin-dilated strokes stop overlapping. At least 0.75 so that a
-    # footprint is 4-connected and consecutive footprints of a snake share their pivot.
-    rho = max(0.75, m + t / 2 - 0.5)
-    h = math.ceil(L + 2 * m + rho + t) + 2  # generous; cropped to the content below
+    L, m, a, t, R = params.paddle_length, margin, params.antialias, params.paddle_thickness, params.resolution
+    width = round(t * a)
+    if width != t * a:
+        raise ValueError(f"paddle_thickness {t} times antialias {a} must be an integer")
+    k = L + math.ceil(t) + m  # stamp half size, snakes.draw_line_n_mask
+    S, s, c = 2 * k * a + 1, 2 * k + 1, k * a  # drawing canvas, stamp size, drawing centre
 
-    # Seeds: a paddle from the tail T along theta; the snake continues from the pivot
-    # round(T + (L + m) u), so the footprint covers the paddle and the gap up to the pivot.
-    theta = np.deg2rad(np.arange(-180, 180, dtype=np.float64))
-    u = np.stack([np.sin(theta), np.cos(theta)], axis=1)  # (360, 2) as (dy, dx)
-    # Continuations: far ends D on the integer points of the circle of radius L + m around
-    # the pivot (one sample per pixel of arc, as snakes.get_coords_cmf); the paddle runs
-    # from D back towards the pivot for L, the next pivot is round(D + m v).
+    theta = _DEGREES * np.pi / 180
+    # Candidates (snakes.get_coords_cmf): the circle of radius L + m sampled one pixel of arc
+    # apart, truncated to integers (floor inside the image), duplicates removed.
     r = L + m
-    alpha = np.deg2rad(np.arange(0.0, 360.0, 360.0 / (2 * np.pi * r)))
-    D = np.unique(np.rint(np.stack([r * np.sin(alpha), r * np.cos(alpha)], axis=1)).astype(np.intp), axis=0)
-    phi = np.arctan2(D[:, 0], D[:, 1])
-    v = np.stack([np.sin(phi), np.cos(phi)], axis=1)  # (K, 2)
+    alpha = np.arange(0, 360, 360.0 / (2 * r * np.pi)) * np.pi / 180
+    cand = np.unique(np.floor(np.stack([r * np.sin(alpha), r * np.cos(alpha)], axis=1)).astype(np.intp), axis=0)
+    phi = np.arctan2(cand[:, 0], cand[:, 1])
+    orient = np.concatenate([theta, phi])  # (J,)
 
-    zeros = np.zeros((len(u) + len(v), 2))
-    stroke = _strokes(params, h, np.concatenate([zeros[: len(u)], D - L * v]), np.concatenate([L * u, D]))
-    foot_end = np.concatenate([(L + m) * u, D + m * v])
-    foot, grown = _footprints(h, zeros, foot_end, rho)
-    nxt = np.rint(foot_end).astype(np.intp)
-    tip = np.concatenate([np.zeros_like(nxt[: len(u)]), D])
+    # Strokes: PIL lines on the 'F' canvas, drawn from the centre along the seed angle or back
+    # along the candidate's direction; masks: the same dilated by a disc of radius m * a.
+    draw_dir = np.concatenate([theta, _flip(phi)])
+    head_y = np.ceil(c + float(L * a) * np.sin(draw_dir)).astype(int)
+    head_x = np.ceil(c + float(L * a) * np.cos(draw_dir)).astype(int)
+    big = np.empty((len(orient), S, S), np.float32)
+    for j, (hy, hx) in enumerate(zip(head_y, head_x)):
+        im = Image.new("F", (S, S), 0.0)
+        ImageDraw.Draw(im).line([(c, c), (int(hx), int(hy))], fill=255.0, width=width)
+        big[j] = np.asarray(im)
+    on = big > 0
+    rr = m * a
+    padded = np.pad(on, ((0, 0), (rr, rr), (rr, rr)))
+    dilated = np.zeros_like(on)
+    for dy, dx in _disc(rr):
+        dilated |= padded[:, rr + dy : rr + dy + S, rr + dx : rr + dx + S]
+    stroke_u8 = np.stack([_resize(b, s) for b in big])  # bytescale: 0/255 in, unchanged
+    mask_u8 = np.stack([_resize(d.astype(np.uint8) * np.uint8(255), s) for d in dilated])
+    # The original keeps these in float32 images ('F'), computed from u8 / 255 in float64.
+    stroke = (stroke_u8 / 255.0).astype(np.float32)
+    mask = (mask_u8 / 255.0).astype(np.float32).astype(np.float64)
 
-    # Continuity weights (snakes.get_coords_cmf): turn angle scaled by continuity, capped at 90 deg.
-    turn = np.abs(np.concatenate([theta, phi])[:, None] - phi[None, :])
+    # Continuity weights: turn angle scaled by continuity, capped at 90 degrees.
+    turn = np.abs(phi[None, :] - orient[:, None])
     turn = np.minimum(turn, 2 * np.pi - turn)
-    weights = np.cos(np.minimum(turn * params.continuity, np.pi / 2)) ** 2
+    weights = np.maximum(np.cos(np.minimum(turn * params.continuity, 0.5 * np.pi)), 0) ** 2
 
-    # Crop the windows to the smallest ones that hold all grown footprints (the hot loop's
-    # windows), and all strokes (only used to render the final image).
-    grown_at_next = _shift(grown, nxt)  # paddle j's grown footprint seen from its next pivot
-    (foot, grown, grown_at_next), hf = _crop([foot, grown, grown_at_next], grown > 0)
-    (stroke,), hs = _crop([stroke], stroke > 0)
-    cand_foot = 2 * foot[len(u) :].reshape(len(v), -1).astype(np.float32)  # (K, w * w)
-    own = grown_at_next.reshape(len(weights), -1) @ cand_foot.T  # (J, K)
+    # Seed test (snakes.seed_snake): the mask is dilated by the pixels where the seed's mask
+    # is exactly 1, cut to the (2 (L + m) + 1)^2 kernel whose anchor is one pixel before the tail.
+    check = []
+    for i in range(len(theta)):
+        e = np.argwhere(mask_u8[i] == 255) - k + 1
+        check.append(e[(np.abs(e) <= L + m).all(axis=1)])
+    # OpenCV's dilation gives a pixel whose kernel taps all fall outside the image the border
+    # value -DBL_MAX; snakes.find_available_coordinates then sees a negative minimum and reports
+    # no free pixel at all. So a seed orientation fails outright when no tap lies in one of the
+    # four closed quadrants (one of the image's corners sees none): 92% of the orientations at
+    # 32x32 (L=2, m=1), 2% at 128x128 with m=2, none with m=3. This is why the original's 32x32
+    # images hold about a quarter of the distractors asked for, and its first target seeds
+    # are redrawn often.
+    dead = [not all(np.any(a & b) for a in (e[:, 0] >= 0, e[:, 0] <= 0) for b in (e[:, 1] >= 0, e[:, 1] <= 0))
+            for e in check]  # fmt: skip
 
-    # Marker: a disc of marker_radius around the tip, drawn like the strokes.
-    a = params.antialias
-    hm = math.ceil(params.marker_radius) + 4  # room for the filter's reach, cropped below
-    q = np.arange((2 * hm + 1) * a, dtype=np.float64) - hm * a  # the tip maps to its first sub-pixel (draw_circle)
-    disc = (q[:, None] ** 2 + q[None, :] ** 2) <= (params.marker_radius * a) ** 2
-    (marker,), hm = _crop([_downsample(disc[None].astype(np.float64), a)], None)
-
+    B = max(k, 2 * r + L + 3 * m + 4) + 1  # room for every window the drawing can look at
+    W = R + 2 * B
+    inside = np.zeros((W, W), bool)
+    inside[B : B + R, B : B + R] = True
+    disc = _disc(m)
+    cand_flat = cand[:, 0] * W + cand[:, 1]
+    mask0 = np.zeros((W, W))
+    mask0[B : B + R, B : B + R] = 1
+    mask0[B + params.padding : B + R - params.padding, B + params.padding : B + R - params.padding] = 0
+    # A max filter commutes with max, so the running mask's dilation is the max of the dilated
+    # paddle masks: extend() reads it at the candidates instead of dilating the whole mask.
+    dil0, dmask = np.zeros_like(mask0), np.zeros((len(mask), s + 2 * m, s + 2 * m))
+    padded0, padded = np.pad(mask0, m), np.pad(mask, ((0, 0), (m, m), (m, m)))
+    padded = np.pad(padded, ((0, 0), (m, m), (m, m)))
+    for dy, dx in disc:
+        np.maximum(dil0, padded0[m + dy : m + dy + W, m + dx : m + dx + W], out=dil0)
+        np.maximum(dmask, padded[:, m + dy : m + dy + s + 2 * m, m + dx : m + dx + s + 2 * m], out=dmask)
     return _Bank(
-        h=hf,
-        hs=hs,
-        stamp_target=stroke * np.float32(params.paddle_contrast * params.snake_contrast),
-        stamp_distractor=stroke * np.float32(params.snake_contrast),
-        foot=np.ascontiguousarray(foot),
-        foot_flat=foot.reshape(len(foot), -1).astype(np.float32),
-        grown=np.ascontiguousarray(grown),
-        next=[(int(dy), int(dx)) for dy, dx in nxt],  # Python ints: cheap in the per-paddle loop
-        tip=[(int(dy), int(dx)) for dy, dx in tip],
-        n_seed=len(u),
-        cand_foot=cand_foot,
-        own=own.tolist(),  # Python lists: indexing and bisect are cheaper than numpy calls here
-        base=(weights + own).astype(np.float32),
-        cum_weights=np.cumsum(weights, axis=1).tolist(),
-        marker=marker[0],
-        hm=hm,
+        k=k,
+        B=B,
+        W=W,
+        stroke_target=(stroke_u8 / 255.0 * (params.paddle_contrast * params.snake_contrast))
+        .astype(np.float32)
+        .astype(np.float64),
+        stroke_distractor=(stroke_u8 / 255.0 * params.snake_contrast).astype(np.float32).astype(np.float64),
+        stroke=stroke,
+        mask=mask,
+        dmask=dmask,
+        sin=np.sin(orient).tolist(),
+        cos=np.cos(orient).tolist(),
+        rev_sin=np.sin(_flip(theta)).tolist(),
+        rev_cos=np.cos(_flip(theta)).tolist(),
+        cand=[(int(dy), int(dx)) for dy, dx in cand],
+        cand_flat=cand_flat,
+        weights=weights,
+        check=check,
+        check_flat=[e[:, 0] * W + e[:, 1] for e in check],
+        dead=dead,
+        alive=[i for i, d in enumerate(dead) if not d],
+        radius=r,
+        inside=inside.ravel(),
+        mask0=mask0,
+        dil0=dil0,
     )
 
 
 # ----------------------------------------------------------------------------- drawing
 
 
+def _free_tails(mask: np.ndarray, b: _Bank, i: int, R: int) -> np.ndarray:
+    """Flat image indices of the tails where seed i passes the test against the padded mask."""
+    B, occupied = b.B, mask > 0.3  # ceil(mask - 0.3) != 0
+    blocked = np.zeros((R, R), bool)
+    for ey, ex in b.check[i]:
+        blocked |= occupied[B + ey : B + ey + R, B + ex : B + ex + R]
+    return np.flatnonzero(~blocked)
+
+
+def _first_lined(p: PathfinderParams, b: _Bank) -> np.ndarray:
+    """The empty canvas's mask with bands of 2 seed distances along the image's edges set to 1."""
+    R, sd, B = p.resolution, p.seed_distance, b.B
+    lined = b.mask0.copy()
+    band = np.ones((R, R), bool)
+    band[2 * sd : R - 2 * sd, 2 * sd : R - 2 * sd] = False
+    lined[B : B + R, B : B + R][band] = 1
+    return lined
+
+
 class _Snake:
-    """A growing snake, in padded canvas coordinates."""
+    """A growing snake, in padded canvas coordinates. ``pending`` is its last paddle, whose
+    mask joins the canvas mask only when the next paddle is accepted (or the snake is done)."""
 
-    __slots__ = ("pivot", "j", "origin", "tip")
+    __slots__ = ("origin", "tip", "pivot", "j", "pending", "paddles")
 
-    def __init__(self, origin: tuple[int, int], j: int, pivot: tuple[int, int]):
-        self.origin = self.tip = origin  # tail of the first paddle; far end of the last one
-        self.j = j  # bank index of the last paddle
-        self.pivot = pivot  # the next paddle turns around this point
+    def __init__(self, tail: tuple[int, int], i: int, pivot: tuple[int, int]):
+        self.origin = self.tip = tail
+        self.pivot, self.j = pivot, i
+        self.pending = (tail[0], tail[1], i)
+        self.paddles = [self.pending]
 
 
 class _Canvas:
-    """Padded occupancy grid ``occ`` (float32 count of grown footprints; the border band
-    counts as occupied) and the list of placed paddles; strokes are rendered only once,
-    at the end, so abandoned snakes cost no drawing."""
+    """The padded running mask (float64, max of accepted paddle masks; the image's border band
+    is 1, the padding 0, as pixels outside the image never count in the original) and its
+    dilation by disc(margin)."""
 
-    def __init__(self, params: PathfinderParams, bank: _Bank):
-        self.p, self.b = params, bank
-        R = params.resolution
-        self.B = B = max(bank.h, bank.hs, bank.hm) + 1  # padding of the arrays, so every window is in bounds
-        self.occ = np.ones((R + 2 * B, R + 2 * B), np.float32)
-        inner = slice(B + params.padding, B + R - params.padding)
-        self.occ[inner, inner] = 0
-        self.paddles: list[tuple[int, int, int, bool]] = []  # (y, x, bank index, is target)
+    def __init__(self, params: PathfinderParams, bank: _Bank, margin: int):
+        self.p, self.b, self.margin = params, bank, margin
+        self.mask, self.dil = bank.mask0.copy(), bank.dil0.copy()  # dil: mask dilated by disc(margin)
+        self.flat, self.dil_flat = self.mask.ravel(), self.dil.ravel()  # views
 
-    def _commit(self, y: int, x: int, j: int, target: bool) -> None:
-        h = self.b.h
-        occ = self.occ[y - h : y + h + 1, x - h : x + h + 1]
-        occ += self.b.grown[j]
-        self.paddles.append((y, x, j, target))
+    def window(self, y: int, x: int) -> np.ndarray:
+        k = self.b.k
+        return self.mask[y - k : y + k + 1, x - k : x + k + 1]
 
-    def undo(self, n: int) -> None:
-        """Remove the paddles placed after the first n."""
-        h = self.b.h
-        for y, x, j, _ in self.paddles[n:]:
-            occ = self.occ[y - h : y + h + 1, x - h : x + h + 1]
-            occ -= self.b.grown[j]
-        del self.paddles[n:]
+    def commit(self, y: int, x: int, j: int) -> None:
+        win = self.window(y, x)
+        np.maximum(win, self.b.mask[j], out=win)
+        kd = self.b.k + self.margin
+        win = self.dil[y - kd : y + kd + 1, x - kd : x + kd + 1]
+        np.maximum(win, self.b.dmask[j], out=win)
 
-    def render(self, markers: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Strokes (max-combined) and markers, and the target footprints: (padded float32, padded bool)."""
-        b, h, hs, hm = self.b, self.b.h, self.b.hs, self.b.hm
-        img = np.zeros(self.occ.shape, np.float32)
-        tgt = np.zeros(self.occ.shape, bool)
-        for y, x, j, target in self.paddles:
-            win = img[y - hs : y + hs + 1, x - hs : x + hs + 1]
-            np.maximum(win, (b.stamp_target if target else b.stamp_distractor)[j], out=win)
-            if target:
-                tgt[y - h : y + h + 1, x - h : x + h + 1] |= b.foot[j]
-        for y, x in markers:
-            win = img[y - hm : y + hm + 1, x - hm : x + hm + 1]
-            np.maximum(win, b.marker, out=win)
-        return img, tgt
+    def inside(self, y: int, x: int) -> bool:
+        B, R = self.b.B, self.p.resolution
+        return B <= y < B + R and B <= x < B + R
 
-    def seed_fits(self, y: int, x: int, i: int) -> bool:
-        h = self.b.h
-        return not self.b.foot_flat[i] @ self.occ[y - h : y + h + 1, x - h : x + h + 1].ravel()
-
-    def plant(self, y: int, x: int, i: int, target: bool) -> _Snake:
-        """First paddle at tail (y, x) with seed orientation i (assumed to fit)."""
-        self._commit(y, x, i, target)
-        dy, dx = self.b.next[i]
-        return _Snake((y, x), i, (y + dy, x + dx))
-
-    def extend(self, s: _Snake, target: bool, rng: np.random.Generator) -> bool:
-        """Add one paddle to snake s; False when no continuation keeps the margin."""
-        b, h = self.b, self.b.h
-        y, x = s.pivot
-        occ = self.occ[y - h : y + h + 1, x - h : x + h + 1]
-        window = occ.ravel()  # (w * w,) copy
-        # Rejection sampling, exact: draw by continuity alone and keep the draw if it keeps the
-        # margin (no occupied pixel under its footprint but the previous paddle's, which shares
-        # the pivot). Usually accepted; otherwise all candidates are scored at once.
-        cum = b.cum_weights[s.j]
-        k = bisect.bisect_right(cum, rng.random() * cum[-1])
-        if b.cand_foot[k] @ window > b.own[s.j][k]:
-            # weight - 2 * (occupied pixels under each footprint, the previous paddle left out),
-            # clipped at 0: the continuity weight (<= 1) of the free candidates, 0 for the others
-            pmf = b.base[s.j] - b.cand_foot @ window  # (K,)
-            np.maximum(pmf, 0, out=pmf)
-            cmf = np.add.accumulate(pmf)
-            total = float(cmf[-1])
-            if total < 1e-4:
-                return False
-            k = int(cmf.searchsorted(rng.random() * total, side="right"))
-        j = b.n_seed + k
-        occ += b.grown[j]  # commit (as _commit, inlined: this is the hot loop)
-        self.paddles.append((y, x, j, target))
-        s.j = j
-        dy, dx = b.tip[j]
-        s.tip = (y + dy, x + dx)
-        dy, dx = b.next[j]
-        s.pivot = (y + dy, x + dx)
-        return True
-
-    def free_pixels(self) -> np.ndarray:
-        """Flat indices (row-major, image coordinates) of the unoccupied pixels."""
-        B, R = self.B, self.p.resolution
-        return np.flatnonzero(self.occ[B : B + R, B : B + R] == 0)
-
-    def random_seed(self, i: int, free: np.ndarray, rng: np.random.Generator) -> tuple[int, int] | None:
-        """A tail drawn uniformly from the positions where seed orientation i fits, or None.
-
-        Rejection sampling from the free pixels is exact (uniform over the fitting ones);
-        after 32 misses the fitting set is computed in full."""
-        B, R, h = self.B, self.p.resolution, self.b.h
+    def random_tail(self, i: int, rng: np.random.Generator) -> tuple[int, int] | None:
+        """A tail drawn uniformly from the pixels where seed i passes the test against the mask,
+        or None if there is none. The first fitting one of a few uniform proposals is uniform on
+        that set; after misses the set is computed in full."""
+        b, R = self.b, self.p.resolution
+        B, W = b.B, b.W
+        ys, xs = rng.integers(R, size=(2, 16)) + B
+        ok = self.flat[(ys * W + xs)[:, None] + b.check_flat[i][None, :]].max(axis=1) <= 0.3
+        hit = np.flatnonzero(ok)
+        if len(hit):
+            return int(ys[hit[0]]), int(xs[hit[0]])
+        free = _free_tails(self.mask, b, i, R)
         if len(free) == 0:
             return None
-        for f in free[rng.integers(len(free), size=32)]:
-            y, x = divmod(int(f), R)
-            if self.seed_fits(y + B, x + B, i):
-                return y + B, x + B
-        occupied = self.occ > 0
-        blocked = np.zeros((R, R), bool)
-        for dy, dx in zip(*np.nonzero(self.b.foot[i])):
-            blocked |= occupied[B + dy - h : B + dy - h + R, B + dx - h : B + dx - h + R]
-        fits = np.flatnonzero(~blocked)
-        if len(fits) == 0:
-            return None
-        y, x = divmod(int(fits[rng.integers(len(fits))]), R)
+        y, x = divmod(int(free[rng.integers(len(free))]), R)
         return y + B, x + B
+
+    def seed(self, rng: np.random.Generator, first: bool = False) -> _Snake | None:
+        """snakes.seed_snake: up to max_paddle_retrial + 1 draws of (orientation, tail); a draw
+        whose head or pivot falls outside the image is retried, no free tail (or a dead
+        orientation) fails. ``first``: the first target seed, whose test mask is the empty
+        canvas with bands of 2 seed distances along the edges (initialize_two_seeds)."""
+        b, p, B = self.b, self.p, self.b.B
+        L, Lm = float(p.paddle_length), float(p.paddle_length + self.margin)
+        for _ in range(p.max_paddle_retrial + 1):
+            if first:
+                # A dead first orientation fails the pair at once and leaves nothing behind, so
+                # drawing among the live ones gives the same distribution without the restarts.
+                i = b.alive[int(rng.integers(len(b.alive)))]
+                if i not in b.first_free:
+                    b.first_free[i] = _free_tails(_first_lined(p, b), b, i, p.resolution)
+                free = b.first_free[i]
+                if len(free) == 0:
+                    return None
+                y, x = divmod(int(free[rng.integers(len(free))]), p.resolution)
+                tail = (y + B, x + B)
+            else:
+                i = int(rng.integers(len(_DEGREES)))
+                if b.dead[i]:
+                    return None
+                tail = self.random_tail(i, rng)
+                if tail is None:
+                    return None
+            ty, tx = tail[0] - B, tail[1] - B  # image coordinates: the original's ceil sees these
+            hy, hx = math.ceil(ty + L * b.sin[i]), math.ceil(tx + L * b.cos[i])
+            py, px = math.ceil(hy + Lm * b.rev_sin[i]), math.ceil(hx + Lm * b.rev_cos[i])
+            if self.inside(hy + B, hx + B) and self.inside(py + B, px + B):
+                return _Snake(tail, i, (py + B, px + B))
+        return None
+
+    def extend(self, s: _Snake, rng: np.random.Generator) -> bool:
+        """snakes.extend_snake: add one paddle to s; False when none is found."""
+        b, B, R = self.b, self.b.B, self.p.resolution
+        step = float(self.p.paddle_length + 2 * self.margin)
+        ny = math.ceil(s.pivot[0] - B + step * b.sin[s.j]) + B
+        nx = math.ceil(s.pivot[1] - B + step * b.cos[s.j]) + B
+        base = ny * b.W + nx
+        pmf = 1.0 - self.dil_flat[base + b.cand_flat]  # (K,) 1 - dilated mask at each candidate
+        pmf *= b.weights[s.j]
+        r = b.radius
+        if not (B + r <= ny < B + R - r and B + r <= nx < B + R - r):  # some candidates may be outside
+            pmf *= b.inside[base + b.cand_flat]
+        cmf = np.cumsum(pmf)
+        total = float(cmf[-1])
+        if total < 1e-4:
+            return False
+        for _ in range(self.p.max_paddle_retrial + 1):
+            c = min(int(cmf.searchsorted(rng.random() * total, side="right")), len(cmf) - 1)
+            hy, hx = ny + b.cand[c][0], nx + b.cand[c][1]
+            j = len(_DEGREES) + c
+            if (self.window(hy, hx) + b.mask[j]).max() < 1.8:
+                break
+        else:
+            return False
+        self.commit(*s.pending)
+        s.pending = (hy, hx, j)
+        s.paddles.append(s.pending)
+        s.pivot, s.j, s.tip = (ny, nx), j, (hy, hx)
+        return True
 
 
 def _two_targets(c: _Canvas, contour_length: int, rng: np.random.Generator) -> list[_Snake] | None:
-    """Two target snakes whose first paddles start seed_distance apart near the centre."""
-    p = c.p
-    R, sd, B = p.resolution, p.seed_distance, c.B
-    lo = min(2 * sd, R // 2)  # as snakes2: the first tail at least 2 seed distances from the edges
-    hi = max(R - 2 * sd, lo + 1)
-    snakes: list[_Snake] = []
-    for _ in range(p.max_seed_retrial + 1):
-        y, x = (int(v) + B for v in rng.integers(lo, hi, size=2))
-        i = int(rng.integers(_N_SEED))
-        if c.seed_fits(y, x, i):
-            snakes.append(c.plant(y, x, i, True))
+    """snakes2.two_snakes: the first tail at least 2 seed distances from the edges, the second
+    seed_distance from it (no mask test), then both grown alternately."""
+    p, b, B = c.p, c.b, c.b.B
+    sd = p.seed_distance
+    first = c.seed(rng, first=True)
+    if first is None:
+        return None
+    L, Lm = float(p.paddle_length), float(p.paddle_length + c.margin)
+    for _ in range(p.max_paddle_retrial + 1):
+        i = int(rng.integers(len(_DEGREES)))
+        beta = int(rng.integers(360)) * np.pi / 180
+        ty = int(round(first.origin[0] - B + sd * math.sin(beta)))
+        tx = int(round(first.origin[1] - B + sd * math.cos(beta)))
+        hy, hx = math.ceil(ty + L * b.sin[i]), math.ceil(tx + L * b.cos[i])
+        py, px = math.ceil(hy + Lm * b.rev_sin[i]), math.ceil(hx + Lm * b.rev_cos[i])
+        if c.inside(hy + B, hx + B) and c.inside(py + B, px + B):
+            second = _Snake((ty + B, tx + B), i, (py + B, px + B))
             break
     else:
         return None
-    for _ in range(p.max_seed_retrial + 1):
-        beta = math.radians(int(rng.integers(360)))
-        y = snakes[0].origin[0] + round(sd * math.sin(beta))
-        x = snakes[0].origin[1] + round(sd * math.cos(beta))
-        i = int(rng.integers(_N_SEED))
-        if B <= y < B + R and B <= x < B + R and c.seed_fits(y, x, i):
-            snakes.append(c.plant(y, x, i, True))
-            break
-    else:
-        return None
-    for _ in range(contour_length - 1):  # grow the two alternately, as two_snakes does
+    snakes = [first, second]
+    for _ in range(contour_length - 1):
         for s in snakes:
-            if not c.extend(s, True, rng):
+            if not c.extend(s, rng):
                 return None
+    c.commit(*second.pending)  # the first snake's last paddle never joins the mask (as snakes2)
     return snakes
 
 
-def _distractors(c: _Canvas, contour_length: int, rng: np.random.Generator) -> None:
-    p = c.p
-    length = p.distractor_length(contour_length)
+def _distractors(c: _Canvas, contour_length: int, rng: np.random.Generator) -> list[_Snake]:
+    """snakes.make_many_snakes: each distractor tried max_distractor_retrial + 1 times, then skipped."""
+    p, B, R = c.p, c.b.B, c.p.resolution
+    length, done = p.distractor_length(contour_length), []
     for _ in range(p.n_distractors(contour_length)):
         for _ in range(p.max_distractor_retrial + 1):
-            free = c.free_pixels()
-            if len(free) < p.stop_with_availability * p.resolution**2:
-                return
-            i = int(rng.integers(_N_SEED))
-            pos = c.random_seed(i, free, rng)
-            if pos is None:
+            if (c.mask[B : B + R, B : B + R] <= 0.3).sum() < p.stop_with_availability * R * R:
+                return done  # every further try would stop here too
+            s = c.seed(rng)
+            if s is None:
                 continue
-            n_before = len(c.paddles)
-            s = c.plant(*pos, i, False)
-            if all(c.extend(s, False, rng) for _ in range(length - 1)):
+            saved = c.mask.copy(), c.dil.copy()
+            if all(c.extend(s, rng) for _ in range(length - 1)):
+                c.commit(*s.pending)
+                done.append(s)
                 break
-            c.undo(n_before)  # an incomplete snake is erased (allow_shorter_snakes=False)
+            np.copyto(c.mask, saved[0])  # an incomplete snake is erased (allow_shorter_snakes=False)
+            np.copyto(c.dil, saved[1])
+    return done
+
+
+def _marker(params: PathfinderParams, y: int, x: int) -> np.ndarray:
+    """snakes2.draw_circle: a disc on the whole window at antialias scale, resized; uint8 (R, R)."""
+    R, a = params.resolution, params.antialias
+    q = np.arange(R * a)
+    disc = ((q[:, None] - y * a) ** 2 + (q[None, :] - x * a) ** 2) <= (params.marker_radius * a) ** 2
+    return _resize(disc.astype(np.float64), R)
 
 
 def draw(params: PathfinderParams, contour_length: int, rng: np.random.Generator) -> Sample:
@@ -523,24 +557,34 @@ def draw(params: PathfinderParams, contour_length: int, rng: np.random.Generator
     margin = params.margins[int(rng.integers(len(params.margins)))]
     bank = _bank(params, margin)
     for _ in range(params.max_target_restarts):
-        c = _Canvas(params, bank)
-        snakes = _two_targets(c, contour_length, rng)
-        if snakes is not None:
+        c = _Canvas(params, bank, margin)
+        targets = _two_targets(c, contour_length, rng)
+        if targets is not None:
             break
     else:
         raise RuntimeError(f"no two target snakes of {contour_length} paddles fit after "
                            f"{params.max_target_restarts} tries with {params}")  # fmt: skip
-    _distractors(c, contour_length, rng)
+    distractors = _distractors(c, contour_length, rng)
+
+    R, B, k = params.resolution, bank.B, bank.k
+    img = np.zeros_like(c.mask)
+    strokes = np.zeros((2, *c.mask.shape), np.float32)
+    for stamps, snakes in ((bank.stroke_target, targets), (bank.stroke_distractor, distractors)):
+        for s in snakes:
+            for y, x, j in s.paddles:
+                win = img[y - k : y + k + 1, x - k : x + k + 1]
+                np.maximum(win, stamps[j], out=win)
+    for t, s in enumerate(targets):
+        for y, x, j in s.paddles:
+            win = strokes[t, y - k : y + k + 1, x - k : x + k + 1]
+            np.maximum(win, bank.stroke[j], out=win)
     first = int(rng.integers(2))
     other = first if label == 1 else 1 - first
-    ends = np.array([snakes[first].origin, snakes[other].tip])  # (2, 2) padded coordinates
-    img, tgt = c.render(ends)
-    R, B = params.resolution, c.B
-    img = img[B : B + R, B : B + R]
-    lo, hi = float(img.min()), float(img.max())
-    image = np.floor((img - lo) * (255.0 / (hi - lo)) + 0.5).astype(np.uint8)  # scipy's bytescale
-    targets = tgt[B : B + R, B : B + R].copy()
-    return Sample(image=image, label=label, targets=targets, markers=ends - B, margin=margin)
+    ends = np.array([targets[first].origin, targets[other].tip]) - B  # (2, 2) image coordinates
+    markers = np.maximum(_marker(params, *ends[0]), _marker(params, *ends[1])) / 255.0
+    image = _bytescale(np.maximum(img[B : B + R, B : B + R], markers))  # imsave's min-max scaling
+    targets_img = np.ascontiguousarray(strokes[:, B : B + R, B : B + R])
+    return Sample(image=image, label=label, targets=targets_img, markers=ends, margin=margin)
 
 
 # ----------------------------------------------------------------------------- files
