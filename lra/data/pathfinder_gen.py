@@ -526,10 +526,14 @@ def _distractors(c: _Canvas, contour_length: int, rng: np.random.Generator) -> l
     """snakes.make_many_snakes: each distractor tried max_distractor_retrial + 1 times, then skipped."""
     p, B, R = c.p, c.b.B, c.p.resolution
     length, done = p.distractor_length(contour_length), []
+
+    def crowded() -> bool:  # seed_snake's stop_with_availability test; the mask changes only when a snake is added
+        return bool((c.mask[B : B + R, B : B + R] <= 0.3).sum() < p.stop_with_availability * R * R)
+
+    if crowded():
+        return done
     for _ in range(p.n_distractors(contour_length)):
         for _ in range(p.max_distractor_retrial + 1):
-            if (c.mask[B : B + R, B : B + R] <= 0.3).sum() < p.stop_with_availability * R * R:
-                return done  # every further try would stop here too
             s = c.seed(rng)
             if s is None:
                 continue
@@ -537,6 +541,8 @@ def _distractors(c: _Canvas, contour_length: int, rng: np.random.Generator) -> l
             if all(c.extend(s, rng) for _ in range(length - 1)):
                 c.commit(*s.pending)
                 done.append(s)
+                if crowded():
+                    return done  # every further try would stop at this test
                 break
             np.copyto(c.mask, saved[0])  # an incomplete snake is erased (allow_shorter_snakes=False)
             np.copyto(c.dil, saved[1])
