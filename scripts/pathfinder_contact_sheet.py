@@ -20,7 +20,8 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from lra.data.pathfinder import read_pathfinder
-from lra.data.pathfinder_gen import DIFFICULTIES, PARAMS, draw, image_rng
+from lra.data.pathfinder_draw import draw
+from lra.data.pathfinder_gen import DIFFICULTIES, PARAMS, image_rng
 
 REPO = Path(__file__).resolve().parents[1]
 # (resolution, difficulty, tiles per row, upscale)

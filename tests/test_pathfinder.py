@@ -1,4 +1,4 @@
-"""Pathfinder generator (lra.data.pathfinder_gen) and release reader (lra.data.pathfinder)."""
+"""Pathfinder generator (lra.data.pathfinder_gen, pathfinder_draw) and release reader (lra.data.pathfinder)."""
 
 import logging
 from pathlib import Path
@@ -8,16 +8,8 @@ import pytest
 from PIL import Image
 
 from lra.data.pathfinder import find_release_root, read_pathfinder, split_indices
-from lra.data.pathfinder_gen import (
-    DIFFICULTIES,
-    FOLDERS,
-    PARAMS,
-    draw,
-    generate,
-    image_rng,
-    metadata_line,
-    png_bytes,
-)
+from lra.data.pathfinder_draw import draw
+from lra.data.pathfinder_gen import DIFFICULTIES, FOLDERS, PARAMS, generate, image_rng, metadata_line, png_bytes
 
 # ----------------------------------------------------------------------------- reader
 

@@ -19,7 +19,8 @@ import pytest
 from scipy import ndimage
 
 from lra.data.pathfinder import read_pathfinder
-from lra.data.pathfinder_gen import FOLDERS, PARAMS, _bank, generate
+from lra.data.pathfinder_draw import _bank
+from lra.data.pathfinder_gen import FOLDERS, PARAMS, generate
 
 REPO = Path(__file__).resolve().parents[1]
 MEASURES = ("nonzero", "ge128", "intensity", "pieces", "px_per_piece")
