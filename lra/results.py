@@ -81,6 +81,19 @@ def write_json_atomic(path: str | Path, obj) -> None:
         raise
 
 
+def write_text_atomic(path: str | Path, text: str) -> None:
+    """Write text to a temporary file in the same folder, then rename it over ``path``."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
 def git_sha() -> str | None:
     """The harness's commit, with ``-dirty`` when the working tree has uncommitted changes."""
     try:
