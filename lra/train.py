@@ -47,6 +47,7 @@ from lra.resume import (
     AtomicCheckpointIO,
     ResumeCheckpoints,
     RunDirLock,
+    already_done,
     check_run_dir,
     prepare_run_dir,
     read_run_file,
@@ -154,8 +155,13 @@ def total_steps(cfg: DictConfig, dm: LRADataModule) -> int:
 def run(cfg: DictConfig, run_dir: Path, overrides: list[str], *, on_claimed: Callable[[], None] | None = None) -> dict:
     """Train, validate and test one configuration; returns the result record (also in run_dir/result.json).
 
-    ``on_claimed`` runs once this process holds ``run_dir`` (the entry point writes Hydra's files then)."""
+    With ``resume=auto`` a config that already has a finished run is not trained again: that run's
+    record is returned (``lra.resume.already_done``). ``on_claimed`` runs once this process holds
+    ``run_dir`` (the entry point writes Hydra's files then)."""
     validate_config(cfg)  # a bad config fails here, before any data is prepared or a checkpoint looked for
+    done = already_done(cfg, Path(run_dir))
+    if done is not None:
+        return done
     check_run_dir(cfg, run_dir)  # before the lock, which would write its pid into a folder it may not take
     lock = RunDirLock(run_dir).acquire()
     try:
@@ -243,6 +249,7 @@ def _run(cfg: DictConfig, run_dir: Path, overrides: list[str]) -> dict:
             "precision": str(trainer.precision),
             "wall_s": time.time() - started,
             "git_sha": git_sha(),
+            "finished": time.time(),  # lra-table keeps the newest of repeated runs
             "overrides": overrides,
             "resumed_from": read_run_file(run_dir)["resumed_from"],
             "config": OmegaConf.to_container(cfg, resolve=True),
