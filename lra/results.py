@@ -1,7 +1,8 @@
-"""The run record (result.json) and atomic file writes."""
+"""The run record (result.json), the settings that change its numbers, and atomic file writes."""
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import subprocess
@@ -37,6 +38,36 @@ RESULT_FIELDS = (
     "overrides",
     "config",
 )
+
+
+# Keys of the resolved config that change how a run is shown, fed or stored, never its numbers: left
+# out of a run's fingerprint (lra.resume: which runs are the same config) and of the settings
+# lra-table compares (which runs may share a cell).
+NO_EFFECT = (
+    "resume",
+    "logger",
+    "paths.runs",
+    "paths.multirun",
+    "paths.data_dir",
+    "data.num_workers",
+    "data.prepare_workers",
+    "trainer.enable_progress_bar",
+    "trainer.log_every_n_steps",
+    "checkpoint",
+)
+
+
+def without_no_effect(config: dict) -> dict:
+    """A copy of a resolved config (plain containers) without the ``NO_EFFECT`` keys."""
+    c = copy.deepcopy(config)
+    for key in NO_EFFECT:
+        *parents, last = key.split(".")
+        node = c
+        for p in parents:
+            node = node.get(p, {}) if isinstance(node, dict) else {}
+        if isinstance(node, dict):
+            node.pop(last, None)
+    return c
 
 
 def write_text_atomic(path: str | Path, text: str) -> None:

@@ -12,8 +12,10 @@ without the keys that cannot change its numbers (loggers, progress bar, loader w
 and continues from its newest checkpoint: ``checkpoints/last.ckpt`` (saved after every validation,
 every ``checkpoint.every_n_steps`` and when the run is stopped by SIGTERM or the submitit requeue
 signal, each time at the end of a loop iteration: see ``ResumeCheckpoints``) or Lightning's
-``hpc_ckpt_<n>.ckpt`` (its SLURM auto-requeue on SIGUSR1). A run older than the newest finished run
-of the same config is never resumed: typing a finished command again starts a fresh run.
+``hpc_ckpt_<n>.ckpt`` (its SLURM auto-requeue on SIGUSR1). If the newest run of the same config
+finished (result.json), the config is done: ``lra-train`` logs ``already done: <path>`` and returns
+that run's record without training (``already_done``), so a sweep killed in one job and typed again
+skips the jobs that finished; ``resume=never`` runs again.
 """
 
 from __future__ import annotations
@@ -33,36 +35,18 @@ from lightning.pytorch.callbacks import Checkpoint
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from omegaconf import DictConfig, OmegaConf
 
-from lra.results import write_json_atomic
+from lra.results import load_result, without_no_effect, write_json_atomic
 
 log = logging.getLogger(__name__)
 
 RUN_FILE = "run.json"
 LOCK_FILE = ".lock"
-# Keys that change how a run is shown or fed, never its numbers.
-NO_EFFECT = (
-    "resume",
-    "logger",
-    "paths.runs",
-    "paths.multirun",
-    "data.num_workers",
-    "data.prepare_workers",
-    "trainer.enable_progress_bar",
-    "trainer.log_every_n_steps",
-    "checkpoint",
-)
+DONE_FILE = "done.json"  # in a job folder that found its config already done: where the run is
 
 
 def fingerprint(cfg: DictConfig) -> str:
-    """A hash of the resolved config without the keys in ``NO_EFFECT``."""
-    c = OmegaConf.to_container(cfg, resolve=True)
-    for key in NO_EFFECT:
-        *parents, last = key.split(".")
-        node = c
-        for p in parents:
-            node = node.get(p, {}) if isinstance(node, dict) else {}
-        if isinstance(node, dict):
-            node.pop(last, None)
+    """A hash of the resolved config without the keys in ``lra.results.NO_EFFECT``."""
+    c = without_no_effect(OmegaConf.to_container(cfg, resolve=True))
     return hashlib.sha256(json.dumps(c, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
@@ -129,8 +113,8 @@ def read_run_file(run_dir: Path) -> dict | None:
 
 
 def find_previous(fp: str, roots: list[Path], exclude: Path) -> Path | None:
-    """The newest unfinished, unlocked run with fingerprint ``fp`` that has a checkpoint, if it is
-    newer than every finished run of the same fingerprint."""
+    """The run a new run of fingerprint ``fp`` continues: newest first, the first that finished
+    (result.json: nothing left to do) or is unfinished, unlocked and has a checkpoint."""
     runs = []
     for root in roots:
         if not root.is_dir():
@@ -140,11 +124,37 @@ def find_previous(fp: str, roots: list[Path], exclude: Path) -> Path | None:
             if info and info.get("fingerprint") == fp and f.parent.resolve() != exclude.resolve():
                 runs.append((info.get("started", 0.0), f.parent))
     for _, run_dir in sorted(runs, key=lambda r: r[0], reverse=True):
-        if (run_dir / "result.json").exists():
-            return None  # the newest run of this config finished: start afresh
-        if not RunDirLock.held(run_dir) and checkpoints(run_dir):
+        if (run_dir / "result.json").exists() or (not RunDirLock.held(run_dir) and checkpoints(run_dir)):
             return run_dir
     return None
+
+
+def already_done(cfg: DictConfig, run_dir: Path) -> dict | None:
+    """With ``resume=auto``: the record of the finished run of this config, if there is one, else None.
+
+    ``run_dir`` itself (a job typed again into a fixed sweep folder) or the run ``find_previous``
+    finds under ``paths.runs`` and ``paths.multirun``. Nothing is written to a finished run; a new,
+    existing ``run_dir`` gets only ``done.json`` (the finished run's path), so it is not a run.
+    """
+    if str(cfg.resume) != "auto":
+        return None
+    run_dir, fp = Path(run_dir), fingerprint(cfg)
+    own = read_run_file(run_dir)
+    if (run_dir / "result.json").exists() and own and own.get("fingerprint") == fp:
+        done = run_dir
+    else:
+        done = find_previous(fp, [Path(cfg.paths.runs), Path(cfg.paths.multirun)], exclude=run_dir)
+        if done is None or not (done / "result.json").exists():
+            return None
+    try:
+        record = load_result(done / "result.json")
+    except ValueError as e:  # json.JSONDecodeError is a ValueError too
+        log.warning("%s; running this config again", e)
+        return None
+    log.info("already done: %s (resume=never runs it again)", done)
+    if done != run_dir and run_dir.is_dir() and not (run_dir / RUN_FILE).exists():
+        write_json_atomic(run_dir / DONE_FILE, {"done": str(done), "fingerprint": fp})
+    return record
 
 
 def _retarget(obj, old: str, new: str):
@@ -218,7 +228,7 @@ def prepare_run_dir(cfg: DictConfig, run_dir: Path) -> str | None:
         else:
             roots = [Path(cfg.paths.runs), Path(cfg.paths.multirun)]
             previous = find_previous(fp, roots, exclude=run_dir)
-            if previous is not None:
+            if previous is not None and not (previous / "result.json").exists():
                 resume_from, source = adopt(previous, run_dir), previous
     elif mode != "never":
         given = Path(mode).expanduser()

@@ -31,7 +31,7 @@ from lra.data.datamodule import LRADataModule
 from lra.data.tasks import ensure_prepared
 from lra.module import LRAModule
 from lra.results import git_sha, write_json_atomic
-from lra.resume import AtomicCheckpointIO, ResumeCheckpoints, RunDirLock, prepare_run_dir, read_run_file
+from lra.resume import AtomicCheckpointIO, ResumeCheckpoints, RunDirLock, already_done, prepare_run_dir, read_run_file
 from lra.validate import validate_config
 from models.encoder import Classifier, Encoder, PairClassifier
 
@@ -130,8 +130,14 @@ def total_steps(cfg: DictConfig, dm: LRADataModule) -> int:
 
 
 def run(cfg: DictConfig, run_dir: Path, overrides: list[str]) -> dict:
-    """Train, validate and test one configuration; returns the result record (also in run_dir/result.json)."""
+    """Train, validate and test one configuration; returns the result record (also in run_dir/result.json).
+
+    With ``resume=auto`` a config that already has a finished run is not trained again: that run's
+    record is returned (``lra.resume.already_done``)."""
     validate_config(cfg)  # a bad config fails here, before any data is prepared or a checkpoint looked for
+    done = already_done(cfg, Path(run_dir))
+    if done is not None:
+        return done
     lock = RunDirLock(run_dir).acquire()
     try:
         return _run(cfg, Path(run_dir), overrides)
@@ -227,6 +233,7 @@ def _run(cfg: DictConfig, run_dir: Path, overrides: list[str]) -> dict:
             "load_avg_start": load_at_start,
             "load_avg_end": load_average(),
             "git_sha": git_sha(),
+            "finished": time.time(),  # lra-table keeps the newest of repeated runs
             "overrides": overrides,
             "resumed_from": read_run_file(run_dir)["resumed_from"],
             "config": OmegaConf.to_container(cfg, resolve=True),
