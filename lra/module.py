@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import math
 import random
+from collections import deque
 
 import lightning as L
 import numpy as np
@@ -55,6 +56,10 @@ class LRAModule(L.LightningModule):
     A NaN/inf training loss either reaches the ``NonFiniteLoss`` callback, which stops the run
     (``on_nonfinite="stop"``), or skips the batch (``"skip"``: no backward, no optimizer update;
     the step counter and the schedule still advance) up to ``max_consecutive_skips`` in a row.
+
+    ``train_loss`` is the mean finite training loss over the last logging interval
+    (``trainer.log_every_n_steps`` optimizer steps, i.e. that many times ``accumulate_grad_batches``
+    batches), kept in checkpoints so a resumed run reports the same number.
     """
 
     def __init__(
@@ -94,6 +99,8 @@ class LRAModule(L.LightningModule):
             {s: MulticlassAccuracy(n_classes, average="micro") for s in ("train_", "val_", "test_")}
         )
         self.last_train_loss = float("nan")
+        self.recent_losses: deque[float] = deque()
+        self._window_set = False
 
     def mask(self, ids: Tensor) -> Tensor | None:
         return None if self.pad_id is None else ids != self.pad_id
@@ -119,6 +126,7 @@ class LRAModule(L.LightningModule):
         value = float(loss.detach())
         if math.isfinite(value):
             self.last_train_loss, self.consecutive_skips = value, 0
+            self.recent_losses.append(value)
         elif self.on_nonfinite == "skip":
             return self._skip(value)
         self._log(batch, "train", logits, loss)
@@ -145,6 +153,16 @@ class LRAModule(L.LightningModule):
         self.log("train/skipped_batches", float(self.skipped_batches), on_step=True, on_epoch=False)
         return None
 
+    @property
+    def train_loss(self) -> float | None:
+        """The mean of ``recent_losses`` (None before the first finite training loss)."""
+        return sum(self.recent_losses) / len(self.recent_losses) if self.recent_losses else None
+
+    def on_fit_start(self) -> None:
+        window = max(1, self.trainer.log_every_n_steps) * self.trainer.accumulate_grad_batches
+        self.recent_losses = deque(self.recent_losses, maxlen=window)
+        self._window_set = True
+
     def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
         self._log(batch, "val", *self._loss(batch))
 
@@ -160,8 +178,13 @@ class LRAModule(L.LightningModule):
             "numpy": _numpy_state_to_torch(np.random.get_state()),
             "python": random.getstate(),
         }
+        checkpoint["recent_losses"] = list(self.recent_losses)
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
+        if "recent_losses" in checkpoint:
+            # a checkpoint restored before on_fit_start (the usual order) is bounded there
+            maxlen = self.recent_losses.maxlen if self._window_set else None
+            self.recent_losses = deque(checkpoint["recent_losses"], maxlen=maxlen)
         states = checkpoint.get("rng_states")
         if states is None:
             return

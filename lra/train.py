@@ -33,11 +33,12 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from lightning.pytorch.callbacks import ModelCheckpoint
-from lightning.pytorch.loggers import CSVLogger, Logger
+from lightning.pytorch.loggers import Logger
 from omegaconf import DictConfig, OmegaConf
 
 import lra.resolvers  # noqa: F401  (the configs' ${sqrt_pow2:...} etc.)
-from lra.callbacks import NonFiniteLoss, PeakMemory, StepTimer
+from lra.callbacks import NonFiniteLoss, PeakMemory, StepTimer, cpu_conditions, describe_timing, load_average
+from lra.csv_log import LoggedRows, RunCSVLogger
 from lra.data.datamodule import LRADataModule
 from lra.data.tasks import ensure_prepared
 from lra.errors import DEBUG_FLAG, USER_ERRORS, Reported, debug_requested, run_cli
@@ -117,7 +118,7 @@ def wandb_mode() -> str:
 def build_loggers(cfg: DictConfig, run_dir: Path, run_name: str) -> list[Logger]:
     loggers: list[Logger] = []
     if cfg.logger.csv:
-        loggers.append(CSVLogger(save_dir=str(run_dir), name="csv", version=""))
+        loggers.append(RunCSVLogger(run_dir, name="csv"))
     if cfg.logger.wandb is not None:
         try:
             from lightning.pytorch.loggers import WandbLogger
@@ -173,7 +174,7 @@ def run(cfg: DictConfig, run_dir: Path, overrides: list[str], *, on_claimed: Cal
 
 
 def _run(cfg: DictConfig, run_dir: Path, overrides: list[str]) -> dict:
-    started = time.time()
+    started, load_at_start = time.time(), load_average()
     resume_from = prepare_run_dir(cfg, run_dir)
     L.seed_everything(cfg.seed, workers=True)
     run_name = f"{cfg.attention.name}-{cfg.task.name}-s{cfg.seed}"
@@ -203,15 +204,22 @@ def _run(cfg: DictConfig, run_dir: Path, overrides: list[str]) -> dict:
     log.info("%s: %s parameters, data %s, run dir %s", run_name, f"{n_params:,}", folder, run_dir)
 
     timer, memory = StepTimer(warmup=cfg.measure.warmup_steps), PeakMemory()
-    ckpt = ModelCheckpoint(
-        dirpath=run_dir / "checkpoints", filename="best", monitor="val/acc", mode="max", save_last=True
-    )
+    # best.ckpt only: last.ckpt is ResumeCheckpoints' (listed after this one, so it saves after it)
+    ckpt = ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="best", monitor="val/acc", mode="max")
     loggers = build_loggers(cfg, run_dir, run_name)
+    rows = [LoggedRows(lg) for lg in loggers if isinstance(lg, RunCSVLogger)]
     trainer_kwargs = OmegaConf.to_container(cfg.trainer, resolve=True)
     trainer = L.Trainer(
         **trainer_kwargs,
         logger=loggers or False,
-        callbacks=[timer, memory, NonFiniteLoss(), ckpt, ResumeCheckpoints(ckpt.dirpath, cfg.checkpoint.every_n_steps)],
+        callbacks=[
+            timer,
+            memory,
+            NonFiniteLoss(),
+            *rows,
+            ckpt,
+            ResumeCheckpoints(ckpt.dirpath, cfg.checkpoint.every_n_steps),
+        ],
         default_root_dir=str(run_dir),
         plugins=[AtomicCheckpointIO()],
     )
@@ -225,10 +233,11 @@ def _run(cfg: DictConfig, run_dir: Path, overrides: list[str]) -> dict:
             step = trainer.global_step
             log.error("%s: stopped by SIGTERM at step %d; run the same command to resume", run_name, step)
             raise SystemExit(128 + signal.SIGTERM) from None
-        timing = timer.summary()  # before testing, which restores the callbacks' state from the best checkpoint
+        # before testing, which restores the callbacks' and the module's state from the best checkpoint
+        timing, train_loss = timer.summary(), module.train_loss
         if ckpt.best_model_path:
             val_acc = float(ckpt.best_model_score)
-            tested = trainer.test(module, datamodule=dm, ckpt_path="best", verbose=False)
+            tested = trainer.test(module, datamodule=dm, ckpt_path=ckpt.best_model_path, verbose=False)
         else:  # training ended before the first validation: evaluate the final weights
             val_acc = trainer.validate(module, datamodule=dm, verbose=False)[0]["val/acc"]
             tested = trainer.test(module, datamodule=dm, verbose=False)
@@ -242,12 +251,15 @@ def _run(cfg: DictConfig, run_dir: Path, overrides: list[str]) -> dict:
             "epochs": int(trainer.current_epoch),
             "val_acc": float(val_acc),
             "test_acc": float(tested[0]["test/acc"]),
-            "train_loss": module.last_train_loss,
+            "train_loss": train_loss,
             **timing,
             "peak_mem_mb": memory.peak_mb(),
             "device": torch.cuda.get_device_name() if memory.device_type == "cuda" else f"cpu ({os.cpu_count()} cores)",
             "precision": str(trainer.precision),
             "wall_s": time.time() - started,
+            **cpu_conditions(),
+            "load_avg_start": load_at_start,
+            "load_avg_end": load_average(),
             "git_sha": git_sha(),
             "finished": time.time(),  # lra-table keeps the newest of repeated runs
             "overrides": overrides,
@@ -262,12 +274,11 @@ def _run(cfg: DictConfig, run_dir: Path, overrides: list[str]) -> dict:
             except Exception as e:
                 warnings.warn(f"could not write the wandb summary ({e}); result.json is complete", stacklevel=1)
         log.info(
-            "%s: val_acc %.4f test_acc %.4f | step %.1f ms, %.0f tokens/s | peak memory %.0f MB | %s",
+            "%s: val_acc %.4f test_acc %.4f | %s | peak memory %.0f MB | %s",
             run_name,
             record["val_acc"],
             record["test_acc"],
-            record["step_time_ms"] or float("nan"),
-            record["tokens_per_s"] or float("nan"),
+            describe_timing(timing),
             record["peak_mem_mb"],
             run_dir / "result.json",
         )
