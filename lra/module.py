@@ -11,6 +11,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torchmetrics import MeanMetric, SumMetric
 from torchmetrics.classification import MulticlassAccuracy
 
 log = logging.getLogger(__name__)
@@ -93,6 +94,10 @@ class LRAModule(L.LightningModule):
         self.acc = nn.ModuleDict(
             {s: MulticlassAccuracy(n_classes, average="micro") for s in ("train_", "val_", "test_")}
         )
+        # Evaluation loss and example count as metrics: under DDP their states are summed over the
+        # ranks, so val/test numbers cover the whole split once, whatever each rank's share.
+        self.eval_loss = nn.ModuleDict({s: MeanMetric() for s in ("val_", "test_")})
+        self.examples = nn.ModuleDict({s: SumMetric() for s in ("val_", "test_")})
         self.last_train_loss = float("nan")
 
     def mask(self, ids: Tensor) -> Tensor | None:
@@ -107,12 +112,17 @@ class LRAModule(L.LightningModule):
         return logits, F.cross_entropy(logits.float(), batch["label"])
 
     def _log(self, batch: dict[str, Tensor], split: str, logits: Tensor, loss: Tensor) -> None:
+        n = len(batch["label"])
         self.acc[split + "_"](logits.argmax(-1), batch["label"])
-        on_step = split == "train"
-        self.log(
-            f"{split}/loss", loss, on_step=on_step, on_epoch=not on_step, prog_bar=True, batch_size=len(batch["label"])
-        )
-        self.log(f"{split}/acc", self.acc[split + "_"], on_step=on_step, on_epoch=not on_step, prog_bar=True)
+        if split == "train":  # the step's loss averaged over the ranks: the loss of the global batch
+            self.log("train/loss", loss, on_step=True, on_epoch=False, prog_bar=True, batch_size=n, sync_dist=True)
+            self.log("train/acc", self.acc["train_"], on_step=True, on_epoch=False, prog_bar=True)
+            return
+        self.eval_loss[split + "_"].update(loss.detach().float(), weight=n)
+        self.examples[split + "_"].update(torch.tensor(float(n), device=loss.device))
+        self.log(f"{split}/loss", self.eval_loss[split + "_"], on_step=False, on_epoch=True, prog_bar=True)
+        self.log(f"{split}/acc", self.acc[split + "_"], on_step=False, on_epoch=True, prog_bar=True)
+        self.log(f"{split}/examples", self.examples[split + "_"], on_step=False, on_epoch=True)
 
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor | None:
         logits, loss = self._loss(batch)

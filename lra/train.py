@@ -28,6 +28,7 @@ import lra.resolvers  # noqa: F401  (the configs' ${sqrt_pow2:...} etc.)
 from lra.callbacks import NonFiniteLoss, PeakMemory, StepTimer
 from lra.data.datamodule import LRADataModule
 from lra.data.tasks import ensure_prepared
+from lra.dist import Job, all_reduce, job_of, rank0_decides, wait_for_spawner
 from lra.module import LRAModule
 from lra.results import git_sha, write_json_atomic
 from lra.resume import AtomicCheckpointIO, ResumeCheckpoints, RunDirLock, prepare_run_dir, read_run_file
@@ -90,11 +91,12 @@ def wandb_mode() -> str:
     return "offline"
 
 
-def build_loggers(cfg: DictConfig, run_dir: Path, run_name: str) -> list[Logger]:
+def build_loggers(cfg: DictConfig, run_dir: Path, run_name: str, *, wandb: bool = True) -> list[Logger]:
+    """The CSV logger and (with ``wandb``) the wandb run the config asks for."""
     loggers: list[Logger] = []
     if cfg.logger.csv:
         loggers.append(CSVLogger(save_dir=str(run_dir), name="csv", version=""))
-    if cfg.logger.wandb is not None:
+    if wandb and cfg.logger.wandb is not None:
         try:
             from lightning.pytorch.loggers import WandbLogger
 
@@ -121,35 +123,70 @@ def build_loggers(cfg: DictConfig, run_dir: Path, run_name: str) -> list[Logger]
 _NOT_OPTIM = ("model", "n_classes", "pad_id", "total_steps")
 
 
-def total_steps(cfg: DictConfig, dm: LRADataModule) -> int:
+def total_steps(cfg: DictConfig, dm: LRADataModule, world_size: int = 1) -> int:
     if cfg.trainer.max_steps and cfg.trainer.max_steps > 0:
         return int(cfg.trainer.max_steps)
-    per_epoch = math.ceil(len(dm.datasets["train"]) / cfg.data.batch_size / cfg.trainer.accumulate_grad_batches)
-    return int(cfg.trainer.max_epochs) * per_epoch
+    global_batch = cfg.data.batch_size * world_size * cfg.trainer.accumulate_grad_batches
+    return int(cfg.trainer.max_epochs) * math.ceil(len(dm.datasets["train"]) / global_batch)
+
+
+def build_trainer(cfg: DictConfig, run_dir: Path) -> L.Trainer:
+    """The Trainer (no loggers yet: which ones depends on the rank it computes) with the harness's callbacks."""
+    ckpt = ModelCheckpoint(
+        dirpath=run_dir / "checkpoints", filename="best", monitor="val/acc", mode="max", save_last=True
+    )
+    callbacks = [
+        StepTimer(warmup=cfg.measure.warmup_steps),
+        PeakMemory(),
+        NonFiniteLoss(),
+        ckpt,
+        ResumeCheckpoints(ckpt.dirpath, cfg.checkpoint.every_n_steps),
+    ]
+    return L.Trainer(
+        **OmegaConf.to_container(cfg.trainer, resolve=True),
+        logger=False,
+        callbacks=callbacks,
+        default_root_dir=str(run_dir),
+        plugins=[AtomicCheckpointIO()],
+        use_distributed_sampler=False,  # LRADataModule gives each rank its shard (and eval without padding)
+    )
 
 
 def run(cfg: DictConfig, run_dir: Path, overrides: list[str]) -> dict:
-    """Train, validate and test one configuration; returns the result record (also in run_dir/result.json)."""
+    """Train, validate and test one configuration; returns the result record (also in run_dir/result.json).
+
+    Under DDP every rank calls this; rank 0 owns the run folder (its lock, run.json, checkpoints,
+    result.json, wandb) and decides what to resume from (``lra/dist.py``).
+    """
     validate_config(cfg)  # a bad config fails here, before any data is prepared or a checkpoint looked for
-    lock = RunDirLock(run_dir).acquire()
+    run_dir = Path(run_dir)
+    trainer = build_trainer(cfg, run_dir)
+    job = job_of(trainer)
+    lock = RunDirLock(run_dir).acquire() if job.is_zero else None
     try:
-        return _run(cfg, Path(run_dir), overrides)
+        return _run(cfg, run_dir, overrides, trainer, job)
     finally:
-        lock.release()
+        if lock is not None:
+            lock.release()
 
 
-def _run(cfg: DictConfig, run_dir: Path, overrides: list[str]) -> dict:
+def _run(cfg: DictConfig, run_dir: Path, overrides: list[str], trainer: L.Trainer, job: Job) -> dict:
     started = time.time()
-    resume_from = prepare_run_dir(cfg, run_dir)
-    L.seed_everything(cfg.seed, workers=True)
     run_name = f"{cfg.attention.name}-{cfg.task.name}-s{cfg.seed}"
 
-    folder = ensure_prepared(
-        OmegaConf.to_container(cfg.task, resolve=True),
-        cfg.paths.data_dir,
-        overrides=overrides,
-        workers=cfg.data.prepare_workers,
-    )
+    def decide() -> dict:  # rank 0 only
+        resume_from = prepare_run_dir(cfg, run_dir)
+        folder = ensure_prepared(
+            OmegaConf.to_container(cfg.task, resolve=True),
+            cfg.paths.data_dir,
+            overrides=overrides,
+            workers=cfg.data.prepare_workers,
+        )
+        return {"resume_from": resume_from, "data": str(folder)}
+
+    shared = rank0_decides(run_dir, job, decide)
+    resume_from, folder = shared["resume_from"], Path(shared["data"])
+    L.seed_everything(cfg.seed, workers=True, verbose=job.is_zero)
     dm = LRADataModule(
         folder,
         batch_size=cfg.data.batch_size,
@@ -162,25 +199,19 @@ def _run(cfg: DictConfig, run_dir: Path, overrides: list[str]) -> dict:
     model = build_model(cfg)
     optim = OmegaConf.to_container(cfg.optim, resolve=True)
     check_keys("optim", optim, [k for k in inspect.signature(LRAModule).parameters if k not in _NOT_OPTIM])
-    module = LRAModule(
-        model, n_classes=cfg.task.n_classes, pad_id=pad_id(cfg.task), total_steps=total_steps(cfg, dm), **optim
-    )
+    steps = total_steps(cfg, dm, job.world_size)
+    module = LRAModule(model, n_classes=cfg.task.n_classes, pad_id=pad_id(cfg.task), total_steps=steps, **optim)
     n_params = sum(p.numel() for p in model.parameters())
-    log.info("%s: %s parameters, data %s, run dir %s", run_name, f"{n_params:,}", folder, run_dir)
+    if job.is_zero:
+        log.info("%s: %s parameters, data %s, run dir %s", run_name, f"{n_params:,}", folder, run_dir)
+        if job.world_size > 1:
+            log.info("%s: %d ranks x batch %d", run_name, job.world_size, cfg.data.batch_size)
 
-    timer, memory = StepTimer(warmup=cfg.measure.warmup_steps), PeakMemory()
-    ckpt = ModelCheckpoint(
-        dirpath=run_dir / "checkpoints", filename="best", monitor="val/acc", mode="max", save_last=True
-    )
-    loggers = build_loggers(cfg, run_dir, run_name)
-    trainer_kwargs = OmegaConf.to_container(cfg.trainer, resolve=True)
-    trainer = L.Trainer(
-        **trainer_kwargs,
-        logger=loggers or False,
-        callbacks=[timer, memory, NonFiniteLoss(), ckpt, ResumeCheckpoints(ckpt.dirpath, cfg.checkpoint.every_n_steps)],
-        default_root_dir=str(run_dir),
-        plugins=[AtomicCheckpointIO()],
-    )
+    timer, memory = (next(c for c in trainer.callbacks if isinstance(c, t)) for t in (StepTimer, PeakMemory))
+    ckpt = trainer.checkpoint_callback
+    # CSV on every rank (Lightning writes it from rank 0); one wandb run, from rank 0
+    loggers = build_loggers(cfg, run_dir, run_name, wandb=job.is_zero)
+    trainer.loggers = loggers
     wandb_loggers = [lg for lg in loggers if type(lg).__name__ == "WandbLogger"]
     try:
         try:
@@ -189,15 +220,24 @@ def _run(cfg: DictConfig, run_dir: Path, overrides: list[str]) -> dict:
             if type(e).__name__ != "SIGTERMException":
                 raise
             step = trainer.global_step
-            log.error("%s: stopped by SIGTERM at step %d; run the same command to resume", run_name, step)
+            if job.is_zero:
+                log.error("%s: stopped by SIGTERM at step %d; run the same command to resume", run_name, step)
+            else:
+                log.error("rank %d: stopped by SIGTERM at step %d", job.rank, step)
+                wait_for_spawner()
             raise SystemExit(128 + signal.SIGTERM) from None
         timing = timer.summary()  # before testing, which restores the callbacks' state from the best checkpoint
+        val_examples = trainer.callback_metrics.get("val/examples")
         if ckpt.best_model_path:
             val_acc = float(ckpt.best_model_score)
             tested = trainer.test(module, datamodule=dm, ckpt_path="best", verbose=False)
         else:  # training ended before the first validation: evaluate the final weights
-            val_acc = trainer.validate(module, datamodule=dm, verbose=False)[0]["val/acc"]
+            validated = trainer.validate(module, datamodule=dm, verbose=False)[0]
+            val_acc, val_examples = validated["val/acc"], validated["val/examples"]
             tested = trainer.test(module, datamodule=dm, verbose=False)
+        # collectives: every rank takes part, rank 0 writes
+        (train_loss,) = all_reduce(trainer, [module.last_train_loss], op="mean")
+        peak_mb = memory.job_peak_mb(trainer)
         record = {
             "task": cfg.task.name,
             "attention": cfg.attention.name,
@@ -208,17 +248,25 @@ def _run(cfg: DictConfig, run_dir: Path, overrides: list[str]) -> dict:
             "epochs": int(trainer.current_epoch),
             "val_acc": float(val_acc),
             "test_acc": float(tested[0]["test/acc"]),
-            "train_loss": module.last_train_loss,
+            "val_examples": None if val_examples is None else int(val_examples),
+            "test_examples": int(tested[0]["test/examples"]),
+            "train_loss": train_loss,
             **timing,
-            "peak_mem_mb": memory.peak_mb(),
+            "peak_mem_mb": peak_mb,
             "device": torch.cuda.get_device_name() if memory.device_type == "cuda" else f"cpu ({os.cpu_count()} cores)",
+            "world_size": job.world_size,
+            "batch_size": int(cfg.data.batch_size),
+            "global_batch": int(cfg.data.batch_size) * job.world_size * int(cfg.trainer.accumulate_grad_batches),
             "precision": str(trainer.precision),
             "wall_s": time.time() - started,
             "git_sha": git_sha(),
             "overrides": overrides,
-            "resumed_from": read_run_file(run_dir)["resumed_from"],
+            "resumed_from": None,
             "config": OmegaConf.to_container(cfg, resolve=True),
         }
+        if not job.is_zero:
+            return record
+        record["resumed_from"] = read_run_file(run_dir)["resumed_from"]
         write_json_atomic(run_dir / "result.json", record)
         numbers = {k: v for k, v in record.items() if isinstance(v, int | float) and v is not None}
         for lg in wandb_loggers:
