@@ -124,7 +124,7 @@ class PeakMemory(L.Callback):
         return all_reduce(trainer, [self.peak_mb()], op="max")[0]
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
-        pl_module.log("perf/peak_mem_mb", self.peak_mb())
+        pl_module.log("perf/peak_mem_mb", self.peak_mb(), sync_dist=True, reduce_fx="max")
 
 
 class NonFiniteLoss(L.Callback):

@@ -119,7 +119,8 @@ def all_reduce(trainer: L.Trainer, values: list[float], op: str = "sum") -> list
     if not torch.distributed.is_initialized():
         raise RuntimeError(f"{trainer.world_size} ranks but no process group: reduce inside fit/validate/test")
     t = torch.tensor(values, dtype=torch.float64, device=trainer.strategy.root_device)
-    torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MAX if op == "max" else torch.distributed.ReduceOp.SUM)
+    reduce_op = torch.distributed.ReduceOp
+    torch.distributed.all_reduce(t, op=reduce_op.MAX if op == "max" else reduce_op.SUM)
     if op == "mean":
         t /= trainer.world_size
     return t.tolist()
