@@ -19,10 +19,10 @@ import pytest
 import torch
 
 from lra.config import compose_config
-from lra.data.datamodule import LRADataModule
+from lra.data.datamodule import EpochSampler, LRADataModule, ShardSampler
 from lra.module import LRAModule
 from lra.train import build_model, pad_id
-from tests.test_resume import ckpt_step, finish, wait_for
+from tests.test_resume import ckpt_step, wait_for
 
 N_VAL, N_TEST = 63, 61
 BASE = [
@@ -64,6 +64,18 @@ def launch(args, cwd: Path, data: Path) -> subprocess.Popen:
         text=True,
         start_new_session=True,
     )
+
+
+def finish(proc: subprocess.Popen, timeout: float = 300) -> tuple[int, str]:
+    """The job's exit status and output; a job still running after ``timeout`` s (ranks waiting
+    on each other) is killed, all its ranks, and fails the test."""
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, err = proc.communicate()
+        raise AssertionError(f"the job hung for {timeout} s:\n{(out + err)[-3000:]}") from None
+    return proc.returncode, out + err
 
 
 def run_ok(args, cwd: Path, data: Path) -> str:
@@ -114,6 +126,38 @@ def evaluate(ckpt: Path, split: str, overrides: list[str], data: Path) -> float:
         for batch in dm.val_dataloader() if split == "val" else dm.test_dataloader():
             correct += int((module(batch["ids"]).argmax(-1) == batch["label"]).sum())
     return correct / len(dm.datasets[split])
+
+
+@pytest.mark.parametrize("world", [1, 2, 3])
+def test_each_step_trains_the_examples_one_process_trains_with_the_global_batch(world):
+    n, b = 100, 4
+    one = list(EpochSampler(n, seed=3, batch_size=b * world))
+    shards = [list(EpochSampler(n, seed=3, world_size=world, rank=r, batch_size=b)) for r in range(world)]
+    steps = n // (b * world)
+    assert all(len(s) == steps * b for s in shards)
+    for k in range(steps):  # step k: rank r's batch is its k-th block of b; together one process's batch k
+        together = [i for s in shards for i in s[k * b : (k + 1) * b]]
+        assert together == one[k * b * world : (k + 1) * b * world]
+    seen = [i for s in shards for i in s]
+    assert len(set(seen)) == len(seen) == steps * b * world  # at most once per epoch, all but n mod (b*world)
+
+
+def test_the_order_depends_on_seed_and_epoch_and_a_resume_skips_what_was_trained():
+    def epoch(seed, e, rank=0, skip=None):
+        s = EpochSampler(64, seed=seed, world_size=2, rank=rank, batch_size=4)
+        s.set_epoch(e)
+        if skip is not None:
+            s.resume_at(e, skip)
+        return list(s)
+
+    assert epoch(0, 0) == epoch(0, 0) != epoch(0, 1) and epoch(0, 0) != epoch(1, 0)
+    for rank in (0, 1):  # 3 global steps of 8 done before the restart: each rank continues at its block 4
+        assert epoch(0, 2, rank, skip=24) == epoch(0, 2, rank)[12:]
+
+
+def test_evaluation_shards_cover_the_split_once_without_padding():
+    shards = [list(ShardSampler(61, world_size=2, rank=r)) for r in range(2)]
+    assert sorted(shards[0] + shards[1]) == list(range(61)) and (len(shards[0]), len(shards[1])) == (31, 30)
 
 
 @pytest.fixture(scope="module")

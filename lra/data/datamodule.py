@@ -66,13 +66,13 @@ class EpochSampler(Sampler[int]):
     def __iter__(self):
         g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
         order = torch.randperm(self.n, generator=g)
-        if self.world_size > 1:  # only whole global batches, so every rank takes the same number of steps
-            order = order[: self.n // (self.world_size * self.batch_size) * self.world_size * self.batch_size]
         if self._skip is not None and self._skip[0] == self.epoch:
             order = order[self._skip[1] :]
         self._skip = None
-        if self.world_size > 1:  # (steps, ranks, batch) -> this rank's blocks, in step order
-            order = order.view(-1, self.world_size, self.batch_size)[:, self.rank].reshape(-1)
+        if self.world_size > 1:  # whole global batches only, so every rank takes the same number of steps
+            step = self.world_size * self.batch_size
+            order = order[: len(order) // step * step]
+            order = order.view(-1, self.world_size, self.batch_size)[:, self.rank].reshape(-1)  # this rank's blocks
         yield from order.tolist()
 
 
