@@ -10,6 +10,7 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -17,13 +18,16 @@ from pathlib import Path
 
 import pytest
 import torch
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
 
 from lra.config import compose_config
 from lra.data.datamodule import EpochSampler, LRADataModule, ShardSampler
 from lra.module import LRAModule
-from lra.train import build_model, pad_id
+from lra.train import CONFIG_DIR, build_model, pad_id
 from tests.test_resume import ckpt_step, wait_for
 
+README = Path(__file__).resolve().parents[1] / "README.md"
 N_VAL, N_TEST = 63, 61
 BASE = [
     "experiment=quickstart",
@@ -47,13 +51,14 @@ ONE = [*BASE, "data.batch_size=16"]
 COMPARED = ("val_acc", "test_acc", "train_loss", "steps", "epochs", "val_examples", "test_examples")
 
 
-def launch(args, cwd: Path, data: Path) -> subprocess.Popen:
+def launch(args, cwd: Path, data: Path, env: dict | None = None) -> subprocess.Popen:
     """``python -m lra.train ARGS`` in its own session (so the whole job can be killed at once)."""
     env = {
         **os.environ,
         "LRA_DATA_DIR": str(data),
         "PYTHONPATH": str(Path(__file__).resolve().parents[1]),
         "OMP_NUM_THREADS": "1",
+        **(env or {}),
     }
     return subprocess.Popen(
         [sys.executable, "-m", "lra.train", *args],
@@ -235,3 +240,51 @@ def test_sigterm_to_rank_1_stops_both_ranks_at_one_step_with_one_checkpoint(refe
     log = run_ok(args, tmp_path, root / "data")  # the same command, the same folder: resumes
     _, resumed = only_result(tmp_path / "run")
     assert {k: resumed[k] for k in COMPARED} == {k: ref[k] for k in COMPARED}
+
+
+def test_ranks_started_by_slurm_make_the_same_run(reference, tmp_path):
+    """Two tasks started at once as ``srun --ntasks-per-node=2`` starts them (each its own
+    ``lra-train``, SLURM's variables): Lightning takes the ranks from SLURM, rank 1 waits for
+    rank 0's decision, and the run equals the one rank 0 spawned itself."""
+    root, _, ref = reference
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    slurm = {"SLURM_NTASKS": "2", "SLURM_NTASKS_PER_NODE": "2", "SLURM_NNODES": "1", "SLURM_NODEID": "0"}
+    slurm |= {"SLURM_JOB_NAME": "lra", "SLURM_JOB_ID": "4243", "SLURM_STEP_ID": "0", "SLURM_NODELIST": "localhost"}
+    slurm |= {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)}
+    args = [*DDP, f"hydra.run.dir={tmp_path / 'run'}"]
+    tasks = [
+        launch(args, tmp_path, root / "data", env={**slurm, "SLURM_PROCID": str(r), "SLURM_LOCALID": str(r)})
+        for r in (0, 1)
+    ]
+    outcomes = [finish(t) for t in tasks]
+    assert [rc for rc, _ in outcomes] == [0, 0], outcomes[0][1][-2000:] + outcomes[1][1][-2000:]
+    assert "GLOBAL_RANK: 1, MEMBER: 2/2" in outcomes[1][1]
+    run_dir, record = only_result(tmp_path)
+    assert {k: record[k] for k in COMPARED} == {k: ref[k] for k in COMPARED} and record["world_size"] == 2
+
+
+def test_the_readme_multi_node_command_asks_slurm_for_one_task_per_gpu(tmp_path, monkeypatch):
+    """The README's 2-node command, through the launcher config and submitit, gives this sbatch script."""
+    submitit = pytest.importorskip("submitit")
+    from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf
+
+    (line,) = [ln for ln in README.read_text().splitlines() if "hydra.launcher.nodes=2" in ln]
+    overrides = [a.split(",")[0] for a in line.split()[1:] if a != "-m"]  # one job of the sweep
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        cfg = compose("train", overrides=overrides, return_hydra_config=True)
+    launcher = OmegaConf.to_container(cfg.hydra.launcher, resolve=True)
+    assert launcher["nodes"] * launcher["tasks_per_node"] == cfg.trainer.devices * cfg.trainer.num_nodes == 8
+    # what hydra_submitit_launcher's SlurmLauncher hands submitit; submitit wants an srun on PATH
+    (tmp_path / "srun").write_text("#!/bin/sh\nexit 1\n")
+    (tmp_path / "srun").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}:{os.environ['PATH']}")
+    base = set(OmegaConf.structured(BaseQueueConf).keys())
+    skip = {"_target_", "submitit_folder", "max_num_timeout"}
+    params = {k if k in base else f"slurm_{k}": v for k, v in launcher.items() if k not in skip}
+    executor = submitit.AutoExecutor(cluster="slurm", folder=tmp_path / "submitit")
+    executor.update_parameters(**params)
+    script = executor._executor._make_submission_file_text("lra-train", "uid")  # the sbatch file submitit writes
+    for flag in ("--nodes=2", "--ntasks-per-node=4", "--gpus-per-node=4", "--partition=gpu", "--signal=USR2@120"):
+        assert f"#SBATCH {flag}\n" in script, script
