@@ -283,6 +283,7 @@ class ResumeCheckpoints(L.Callback):
         self._at_boundary = True
         self._sigterm = False
         self._rank = 0
+        self._saved_step: int | None = None
 
     def on_fit_start(self, trainer, pl_module) -> None:
         previous = signal.getsignal(self._signal)
@@ -328,14 +329,17 @@ class ResumeCheckpoints(L.Callback):
             self._save(trainer)
             handler, self._requeue_pending = self._requeue_handler, False
             self._restore_handler()
-            if handler is None:  # another rank got the requeue signal: this one stops with it
+            if handler is None:  # another rank got the requeue signal: this one stops with it (saved above)
+                self._saved_step = trainer.global_step
                 trainer._signal_connector.received_sigterm = True
                 return
             handler(self._signal, None)  # submitit: requeue this job and exit
 
     def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
         if type(exception).__name__ == "SIGTERMException":
-            if self._at_boundary:
+            if self._saved_step == trainer.global_step:
+                pass
+            elif self._at_boundary:
                 self._save(trainer)
             else:
                 log.warning("stopped inside gradient accumulation: the last regular checkpoint stands")
