@@ -18,7 +18,10 @@ one step of a tiny model so that the torch libraries' code pages and lazily init
 state are in the baseline (weights, gradients, optimizer state and activations are counted).
 
 An OOM, an exception, a crash or a timeout is recorded in the point's row and the sweep goes on.
-Outputs in ``out_dir``: points.csv, table.md, speed.png, memory.png, README.md (lra.bench_report).
+Outputs in ``out_dir`` (a new ``results/efficiency/<device>-<date>_<time>/`` per run; a folder that
+already holds files, e.g. committed results, is refused unless ``overwrite=true``): points.csv,
+table.md, speed.png, memory.png, README.md (lra.bench_report). Each point records the 1-minute load
+average before and after it; the table flags points whose numbers the machine may have bent.
 """
 
 from __future__ import annotations
@@ -450,7 +453,9 @@ def sweep(
                    "options": json.dumps(point.options, sort_keys=True), "status": "skipped",
                    "detail": f"not run: {status} at N={n}"}  # fmt: skip
         else:
+            load_start = os.getloadavg()[0]
             row = run_point(point, setup, mem_limit_gb=mem_limit_gb)
+            row.update(load_start=round(load_start, 2), load_end=round(os.getloadavg()[0], 2))
         if row["status"] in ("oom", "timeout"):
             failed_at.setdefault(point.row, (row["status"], point.length))
         rows.append(row)
@@ -464,15 +469,39 @@ def sweep(
     return rows
 
 
+class OutDirTaken(ValueError):
+    """``out_dir`` already holds files and ``overwrite`` is off."""
+
+
+def check_out_dir(out: Path, overwrite: bool) -> None:
+    """Refuse a folder that already holds files (naming those tracked by git) unless ``overwrite``."""
+    present = sorted(p.name for p in out.iterdir()) if out.is_dir() else []
+    if not present or overwrite:
+        return
+    try:
+        listed = subprocess.run(["git", "-C", str(out), "ls-files", "."], capture_output=True, text=True, check=True)
+        tracked = sorted({Path(line).parts[0] for line in listed.stdout.splitlines() if line})
+    except (OSError, subprocess.CalledProcessError):  # no git, or not in a repository
+        tracked = []
+    names = tracked or present
+    shown = ", ".join(names[:4]) + (f", +{len(names) - 4} more" if len(names) > 4 else "")
+    what = f"results committed to git ({shown})" if tracked else f"files of an earlier run or by hand ({shown})"
+    raise OutDirTaken(
+        f"{out} already holds {what}; leave out_dir out for a new folder per run, or add overwrite=true to write"
+        " over them"
+    )
+
+
 def run(cfg: DictConfig, command: str = "lra-bench", points: list[Point] | None = None) -> list[dict]:
     """Plan (or take) the points, sweep them, write every output into ``cfg.out_dir``."""
+    out = Path(cfg.out_dir)
+    check_out_dir(out, bool(cfg.overwrite))  # before anything is measured or written
     import torch
 
     from lra import bench_report
 
     setup = settings(cfg)
     points = plan(cfg) if points is None else points
-    out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     meta = {
         "device_name": device_name(setup["device"]),
@@ -502,6 +531,8 @@ def run(cfg: DictConfig, command: str = "lra-bench", points: list[Point] | None 
     rows = sweep(points, setup, mem_limit_gb=cfg.cpu_mem_limit_gb, skip_longer=cfg.skip_longer, on_row=save)
     info.update(wall_s=time.perf_counter() - t0, load_after=os.getloadavg())
     bench_report.write_all(out, rows, lengths=[int(n) for n in cfg.lengths], info=info)
+    for reason in bench_report.flags(rows)[0]:
+        log.warning("flagged (marked ! in %s): %s", out / "table.md", reason)
     return rows
 
 
@@ -510,7 +541,11 @@ def _hydra_main(cfg: DictConfig) -> None:
     from hydra.core.hydra_config import HydraConfig
 
     launcher = "lra-bench" if Path(sys.argv[0]).name == "lra-bench" else "python -m lra.bench"
-    run(cfg, command=" ".join([launcher, *HydraConfig.get().overrides.task]))
+    try:
+        run(cfg, command=" ".join([launcher, *HydraConfig.get().overrides.task]))
+    except OutDirTaken as e:
+        print(f"lra-bench: {e}", file=sys.stderr)
+        raise SystemExit(2) from None
 
 
 def main() -> None:

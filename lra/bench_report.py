@@ -15,6 +15,7 @@ import platform
 from pathlib import Path
 
 from lra.bench import BASELINE, FLOOR, NAIVE
+from lra.results import write_text_atomic
 
 FIRST_COLUMNS = ("row", "attention", "length", "status", "failed_phase", "detail", "options")
 
@@ -85,6 +86,53 @@ def slope(idx: dict, row: str, lengths: list[int], key: str) -> float | None:
     return sum((x - mx) * (y - my) for x, y in pts) / sxx
 
 
+LOAD_MOVED = 1.0  # a 1-minute load average that moves by more than this during a point or the sweep is flagged
+
+
+def _load(r: dict, key: str) -> float | None:
+    v = r.get(key)
+    return float(v) if isinstance(v, int | float) else None
+
+
+def flags(rows: list[dict]) -> tuple[list[str], set[tuple[str, int, str]]]:
+    """Why some timings may be wrong, and the (row, N, phase) they concern (phase ``train`` or
+    ``infer``): a floor (no attention at all) slower than a row with attention, a negative or
+    meaningless attention share, a 1-minute load average that moved by more than ``LOAD_MOVED``
+    during a point or the whole sweep."""
+    idx, names, reasons, points = index(rows), row_order(rows), [], set()
+    for n in sorted({int(r["length"]) for r in rows}):
+        for key, phase in (("train_median_ms", "train"), ("infer_median_ms", "infer")):
+            floor = ok_value(idx, FLOOR, n, key)
+            faster = [(m, t) for m in names if m != FLOOR and (t := ok_value(idx, m, n, key)) is not None]
+            faster = [(m, t) for m, t in faster if floor is not None and t < floor]
+            if faster:
+                than = ", ".join(f"{m} ({t:.1f} ms)" for m, t in faster)
+                what = "training step" if phase == "train" else "inference forward"
+                reasons.append(f"N={_label(n)}: the floor's {what} ({floor:.1f} ms) is slower than {than}")
+                points |= {(FLOOR, n, phase), *((m, n, phase) for m, _ in faster)}
+        van, floor = (ok_value(idx, r, n, "train_median_ms") for r in (BASELINE, FLOOR))
+        if van is not None and floor is not None and van <= floor:
+            reasons.append(f"N={_label(n)}: vanilla is not slower than the floor, so no attention share is meaningful")
+            points |= {(m, n, "train") for m in names if ok_value(idx, m, n, "train_median_ms") is not None}
+        negative = [m for m in names if (c := attention_cost(idx, m, n)) is not None and c < 0]
+        if negative:
+            reasons.append(f"N={_label(n)}: negative attention share for {', '.join(negative)}")
+            points |= {(m, n, "train") for m in negative}
+    loads = [(r, _load(r, "load_start"), _load(r, "load_end")) for r in rows]
+    loads = [(r, a, b) for r, a, b in loads if a is not None and b is not None]
+    moved = [(r, a, b) for r, a, b in loads if abs(b - a) > LOAD_MOVED]
+    if moved:
+        shown = ", ".join(f"{r['row']} N={_label(int(r['length']))} ({a:.2f} -> {b:.2f})" for r, a, b in moved)
+        reasons.append(f"the 1-minute load average moved by more than {LOAD_MOVED:g} while these points ran: {shown}")
+        points |= {(r["row"], int(r["length"]), phase) for r, _, _ in moved for phase in ("train", "infer")}
+    if loads and abs(loads[-1][2] - loads[0][1]) > LOAD_MOVED:
+        reasons.append(
+            f"the 1-minute load average moved from {loads[0][1]:.2f} to {loads[-1][2]:.2f} during the sweep (it"
+            " includes the sweep's own process): points measured at different loads compare less well"
+        )
+    return reasons, points
+
+
 def row_order(rows: list[dict]) -> list[str]:
     """vanilla, vanilla_naive, the other mechanisms in sweep order, floor last; unavailable rows dropped."""
     seen = list(dict.fromkeys(r["row"] for r in rows if r.get("status") != "unavailable"))
@@ -126,18 +174,27 @@ def _status_or(idx: dict, name: str, n: int, key: str, text) -> str:
 def build_table(rows: list[dict], lengths: list[int], *, slope_from: int | None = None) -> str:
     """The markdown tables (no header about the machine): speed, memory, attention cost, scaling."""
     idx, names = index(rows), row_order(rows)
+    reasons, flagged = flags(rows)
+
+    def mark(name: str, n: int, phase: str | None, text: str) -> str:
+        """A timing cell with ``!`` where a flag concerns it (memory cells are never marked)."""
+        numeric = text not in ("-", str(idx.get((name, n), {}).get("status")))
+        return f"{text} !" if numeric and (name, n, phase) in flagged else text
 
     def with_rel(key: str, spec: str):
+        phase = None if "mem" in key else key.split("_")[0]
+
         def cell(name: str, n: int) -> str:
             def text():
                 return f"{ok_value(idx, name, n, key):{spec}} ({_times(relative(idx, name, n, key))})"
 
-            return _status_or(idx, name, n, key, text)
+            return mark(name, n, phase, _status_or(idx, name, n, key, text))
 
         return cell
 
     def cost(name: str, n: int) -> str:
-        return _status_or(idx, name, n, "train_median_ms", lambda: _fmt(attention_cost(idx, name, n), ".2f"))
+        text = _status_or(idx, name, n, "train_median_ms", lambda: _fmt(attention_cost(idx, name, n), ".2f"))
+        return mark(name, n, "train", text)
 
     out = ["### Training speed: steps per second (x vanilla SDPA at the same length)", ""]
     out += _grid(names, lengths, with_rel("train_steps_per_s", ".3g"))
@@ -165,6 +222,13 @@ def build_table(rows: list[dict], lengths: list[int], *, slope_from: int | None 
     missing = sorted({f"{r['row']} ({r.get('detail', '')})" for r in rows if r.get("status") == "unavailable"})
     if missing:
         out += ["", "Not measured: " + "; ".join(missing) + "."]
+    out += ["", "### Flags", ""]
+    if reasons:
+        out += ["A timing marked ! may be wrong (a busy machine or noise); measure it again.", ""]
+        out += [f"- {r}" for r in reasons]
+    else:
+        load = "" if any(_load(r, "load_start") is not None for r in rows) else " (no load average recorded)"
+        out += [f"None: the floor is the fastest row and no attention share is negative at every length{load}."]
     return "\n".join(out) + "\n"
 
 
@@ -234,7 +298,7 @@ def _threads(meta: dict) -> str:
     return "" if t in (None, "", "default") else f", {int(t)} torch thread{'s' * (int(t) > 1)}"
 
 
-def write_readme(out: Path, info: dict) -> None:
+def write_readme(out: Path, info: dict, reasons: list[str] | None = None) -> None:
     cfg, m = info["cfg"], info["meta"]
     load = lambda la: " / ".join(f"{x:.2f}" for x in la)  # noqa: E731
     per_length = {k: dict(v) for k, v in (cfg.per_length or {}).items()}
@@ -264,16 +328,19 @@ def write_readme(out: Path, info: dict) -> None:
             "model (so weights, gradients, optimizer state and activations count; the torch libraries and "
             "their lazily initialised state do not)."
         ),
+        f"- Flags: {len(reasons or [])}" + "".join(f"\n  - {r}" for r in reasons or []),
         "",
         "Files: `points.csv` (every raw number and status), `table.md`, `speed.png`, `memory.png`.",
     ]
-    (out / "README.md").write_text("\n".join(text) + "\n")
+    write_text_atomic(out / "README.md", "\n".join(text) + "\n")
 
 
 def write_table_and_plots(out: Path, rows: list[dict], *, lengths: list[int], meta: dict, slope_from: int) -> None:
     """table.md, speed.png and memory.png in ``out`` from the rows (``meta``: the columns every row shares)."""
     table = build_table(rows, lengths, slope_from=slope_from)
-    (out / "table.md").write_text("\n".join(["# Speed and memory against sequence length", "", *_header(meta), table]))
+    write_text_atomic(
+        out / "table.md", "\n".join(["# Speed and memory against sequence length", "", *_header(meta), table])
+    )
     title = f"{meta['device_name']}{_threads(meta)}, batch {meta['batch']:g}, {meta['dtype']}"
     plot(
         rows,
@@ -292,7 +359,7 @@ def write_table_and_plots(out: Path, rows: list[dict], *, lengths: list[int], me
 def write_all(out: Path, rows: list[dict], *, lengths: list[int], info: dict) -> None:
     """points.csv is written as the sweep goes; this writes table.md, the two plots and README.md."""
     write_table_and_plots(out, rows, lengths=lengths, meta=info["meta"], slope_from=info["cfg"].slope_from)
-    write_readme(out, info)
+    write_readme(out, info, flags(rows)[0])
 
 
 def main(argv: list[str] | None = None) -> None:

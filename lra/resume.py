@@ -9,11 +9,13 @@ without the keys that cannot change its numbers (loggers, progress bar, loader w
    (the same command typed again gets a new timestamped folder); that run's checkpoints are
    copied into the new folder, the old folder is left as it was,
 
-and continues from its newest checkpoint: ``checkpoints/last.ckpt`` (saved at every validation,
+and continues from its newest checkpoint: ``checkpoints/last.ckpt`` (saved after every validation,
 every ``checkpoint.every_n_steps`` and when the run is stopped by SIGTERM or the submitit requeue
-signal) or Lightning's ``hpc_ckpt_<n>.ckpt`` (its SLURM auto-requeue on SIGUSR1). A run older than
-the newest finished run of the same config is never resumed: typing a finished command again starts
-a fresh run.
+signal, each time at the end of a loop iteration: see ``ResumeCheckpoints``) or Lightning's
+``hpc_ckpt_<n>.ckpt`` (its SLURM auto-requeue on SIGUSR1). If the newest run of the same config
+finished (result.json), the config is done: ``lra-train`` logs ``already done: <path>`` and returns
+that run's record without training (``already_done``), so a sweep killed in one job and typed again
+skips the jobs that finished; ``resume=never`` runs again.
 """
 
 from __future__ import annotations
@@ -28,42 +30,24 @@ import tempfile
 import time
 from pathlib import Path
 
-import lightning as L
 import torch
+from lightning.pytorch.callbacks import Checkpoint
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from omegaconf import DictConfig, OmegaConf
 
 from lra.dist import any_rank
-from lra.results import write_json_atomic
+from lra.results import load_result, without_no_effect, write_json_atomic
 
 log = logging.getLogger(__name__)
 
 RUN_FILE = "run.json"
 LOCK_FILE = ".lock"
-# Keys that change how a run is shown or fed, never its numbers.
-NO_EFFECT = (
-    "resume",
-    "logger",
-    "paths.runs",
-    "paths.multirun",
-    "data.num_workers",
-    "data.prepare_workers",
-    "trainer.enable_progress_bar",
-    "trainer.log_every_n_steps",
-    "checkpoint",
-)
+DONE_FILE = "done.json"  # in a job folder that found its config already done: where the run is
 
 
 def fingerprint(cfg: DictConfig) -> str:
-    """A hash of the resolved config without the keys in ``NO_EFFECT``."""
-    c = OmegaConf.to_container(cfg, resolve=True)
-    for key in NO_EFFECT:
-        *parents, last = key.split(".")
-        node = c
-        for p in parents:
-            node = node.get(p, {}) if isinstance(node, dict) else {}
-        if isinstance(node, dict):
-            node.pop(last, None)
+    """A hash of the resolved config without the keys in ``lra.results.NO_EFFECT``."""
+    c = without_no_effect(OmegaConf.to_container(cfg, resolve=True))
     return hashlib.sha256(json.dumps(c, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
@@ -130,8 +114,8 @@ def read_run_file(run_dir: Path) -> dict | None:
 
 
 def find_previous(fp: str, roots: list[Path], exclude: Path) -> Path | None:
-    """The newest unfinished, unlocked run with fingerprint ``fp`` that has a checkpoint, if it is
-    newer than every finished run of the same fingerprint."""
+    """The run a new run of fingerprint ``fp`` continues: newest first, the first that finished
+    (result.json: nothing left to do) or is unfinished, unlocked and has a checkpoint."""
     runs = []
     for root in roots:
         if not root.is_dir():
@@ -141,11 +125,37 @@ def find_previous(fp: str, roots: list[Path], exclude: Path) -> Path | None:
             if info and info.get("fingerprint") == fp and f.parent.resolve() != exclude.resolve():
                 runs.append((info.get("started", 0.0), f.parent))
     for _, run_dir in sorted(runs, key=lambda r: r[0], reverse=True):
-        if (run_dir / "result.json").exists():
-            return None  # the newest run of this config finished: start afresh
-        if not RunDirLock.held(run_dir) and checkpoints(run_dir):
+        if (run_dir / "result.json").exists() or (not RunDirLock.held(run_dir) and checkpoints(run_dir)):
             return run_dir
     return None
+
+
+def already_done(cfg: DictConfig, run_dir: Path) -> dict | None:
+    """With ``resume=auto``: the record of the finished run of this config, if there is one, else None.
+
+    ``run_dir`` itself (a job typed again into a fixed sweep folder) or the run ``find_previous``
+    finds under ``paths.runs`` and ``paths.multirun``. Nothing is written to a finished run; a new,
+    existing ``run_dir`` gets only ``done.json`` (the finished run's path), so it is not a run.
+    """
+    if str(cfg.resume) != "auto":
+        return None
+    run_dir, fp = Path(run_dir), fingerprint(cfg)
+    own = read_run_file(run_dir)
+    if (run_dir / "result.json").exists() and own and own.get("fingerprint") == fp:
+        done = run_dir
+    else:
+        done = find_previous(fp, [Path(cfg.paths.runs), Path(cfg.paths.multirun)], exclude=run_dir)
+        if done is None or not (done / "result.json").exists():
+            return None
+    try:
+        record = load_result(done / "result.json")
+    except ValueError as e:  # json.JSONDecodeError is a ValueError too
+        log.warning("%s; running this config again", e)
+        return None
+    log.info("already done: %s (resume=never runs it again)", done)
+    if done != run_dir and run_dir.is_dir() and not (run_dir / RUN_FILE).exists():
+        write_json_atomic(run_dir / DONE_FILE, {"done": str(done), "fingerprint": fp})
+    return record
 
 
 def _retarget(obj, old: str, new: str):
@@ -219,7 +229,7 @@ def prepare_run_dir(cfg: DictConfig, run_dir: Path) -> str | None:
         else:
             roots = [Path(cfg.paths.runs), Path(cfg.paths.multirun)]
             previous = find_previous(fp, roots, exclude=run_dir)
-            if previous is not None:
+            if previous is not None and not (previous / "result.json").exists():
                 resume_from, source = adopt(previous, run_dir), previous
     elif mode != "never":
         given = Path(mode).expanduser()
@@ -255,11 +265,27 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         torch_save_atomic(checkpoint, Path(path))
 
 
-class ResumeCheckpoints(L.Callback):
-    """Saves ``checkpoints/last.ckpt`` every ``every_n_steps`` optimizer steps (if set) and when the
-    run is told to stop, always at an optimizer-step boundary.
+class ResumeCheckpoints(Checkpoint):
+    """Owns ``checkpoints/last.ckpt``: saved after every validation, every ``every_n_steps`` optimizer
+    steps (if set) and when the run is told to stop, always at the end of a loop iteration, so that a
+    run resumed from it continues at exactly the point where the uninterrupted run stood.
 
-    - SIGTERM (``kill``, ``scancel``, preemption): Lightning stops at the end of the current batch;
+    Lightning saves a checkpoint in the middle of its iteration when asked from ``on_train_batch_end``:
+    the step's logged row and its validation come after the save, and a resumed run skips both. So:
+
+    - a step whose validation is due is saved after that validation (``on_validation_end``, after
+      ``ModelCheckpoint`` has updated ``best.ckpt``: Lightning runs ``Checkpoint`` callbacks last, in
+      list order, so list this one after the ``ModelCheckpoint``); a resumed run does not validate again;
+    - any other step is saved when Lightning's iteration ends (after the row of the step is logged),
+      the one point of the loop without a callback hook: ``on_fit_start`` wraps the epoch loop's
+      ``on_advance_end`` for the length of the fit;
+    - the final step (``trainer.max_steps``) is saved once the fit has ended (``on_train_end``, after
+      Lightning's epoch-end bookkeeping): Lightning skips the loop of a fit restored at
+      ``max_steps``, so a checkpoint from earlier in that iteration would leave its end undone.
+
+    Stopping signals:
+
+    - SIGTERM (``kill``, ``scancel``, preemption): Lightning stops at the end of the current iteration;
       this callback saves there (unless in the middle of gradient accumulation, where the last
       regular checkpoint stands) and the process exits with status 143.
     - The submitit requeue signal (``$SUBMITIT_PREEMPT_SIGNAL``, USR2 by default; only when a
@@ -281,15 +307,26 @@ class ResumeCheckpoints(L.Callback):
         self._requeue_pending = False
         self._step_at_batch_start = 0
         self._at_boundary = True
-        self._sigterm = False
+        self._due = False  # a step checkpoint waits for the end of this iteration
+        self._saved_step = -1  # the optimizer step last.ckpt holds, from this process
+        self._unwrap = None
+        self._sigterm = False  # under DDP: this rank got SIGTERM (the ranks agree after each step)
         self._rank = 0
-        self._saved_step: int | None = None
 
     def on_fit_start(self, trainer, pl_module) -> None:
         previous = signal.getsignal(self._signal)
         if callable(previous):
             self._requeue_handler = previous
             signal.signal(self._signal, self._on_requeue_signal)
+        loop = trainer.fit_loop.epoch_loop
+        original = loop.on_advance_end
+
+        def on_advance_end(*args, **kwargs):
+            original(*args, **kwargs)
+            self._on_iteration_end(trainer)
+
+        loop.on_advance_end = on_advance_end
+        self._unwrap = lambda: delattr(loop, "on_advance_end")
 
     def on_train_start(self, trainer, pl_module) -> None:
         # after Lightning installed its handlers (fit start); its teardown restores the original one
@@ -303,11 +340,14 @@ class ResumeCheckpoints(L.Callback):
         self._sigterm = True
 
     def on_fit_end(self, trainer, pl_module) -> None:
-        self._restore_handler()
+        self._teardown()
 
-    def _restore_handler(self) -> None:
+    def _teardown(self) -> None:
         if self._requeue_handler is not None:
             signal.signal(self._signal, self._requeue_handler)
+        if self._unwrap is not None:
+            self._unwrap()
+            self._unwrap = None
 
     def _on_requeue_signal(self, signum, frame) -> None:
         log.warning("received %s: saving a checkpoint after this step, then requeueing", signal.Signals(signum).name)
@@ -324,28 +364,48 @@ class ResumeCheckpoints(L.Callback):
                 # Lightning's own flag: it stops every rank at the end of this step as it stops one process
                 trainer._signal_connector.received_sigterm = True
         if self.every_n_steps and self._at_boundary and trainer.global_step % self.every_n_steps == 0:
+            self._due = True
+
+    def on_validation_end(self, trainer, pl_module) -> None:
+        if trainer.sanity_checking or trainer.state.fn != "fit" or self._final(trainer):
+            return
+        self._save(trainer, quiet=True)
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        self._save(trainer, quiet=True)
+
+    @staticmethod
+    def _final(trainer) -> bool:
+        return trainer.max_steps is not None and 0 <= trainer.max_steps <= trainer.global_step
+
+    def _on_iteration_end(self, trainer) -> None:
+        if not self._at_boundary or self._final(trainer):
+            return
+        if self._due and self._saved_step != trainer.global_step:
             self._save(trainer, quiet=True)
-        if self._requeue_pending and self._at_boundary:
-            self._save(trainer)
+        self._due = False
+        if self._requeue_pending:
+            if self._saved_step != trainer.global_step:
+                self._save(trainer)
             handler, self._requeue_pending = self._requeue_handler, False
-            self._restore_handler()
+            self._teardown()
             if handler is None:  # another rank got the requeue signal: this one stops with it (saved above)
-                self._saved_step = trainer.global_step
                 trainer._signal_connector.received_sigterm = True
                 return
             handler(self._signal, None)  # submitit: requeue this job and exit
 
     def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
         if type(exception).__name__ == "SIGTERMException":
-            if self._saved_step == trainer.global_step:
-                pass
-            elif self._at_boundary:
-                self._save(trainer)
-            else:
+            if not self._at_boundary:
                 log.warning("stopped inside gradient accumulation: the last regular checkpoint stands")
-        self._restore_handler()
+            elif self._saved_step != trainer.global_step:
+                self._save(trainer)
+            else:  # saved after this step's validation
+                log.warning("%s holds step %d; run the same command again to resume", self.path, trainer.global_step)
+        self._teardown()
 
     def _save(self, trainer, quiet: bool = False) -> None:
         trainer.save_checkpoint(self.path)  # every rank calls it; rank 0 writes the file
+        self._saved_step = trainer.global_step
         if not quiet and trainer.is_global_zero:
             log.warning("saved %s at step %d; run the same command again to resume", self.path, trainer.global_step)

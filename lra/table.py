@@ -4,6 +4,7 @@
     lra-table 'multirun/**/*listops*' --format latex --out table.tex
     lra-table runs/ multirun/ --compare published --efficiency
     lra-table multirun/ --format csv > results.csv      # long-form rows, one per (attention, task)
+    lra-table multirun/ --where trainer.max_steps=1500  # only the runs with that setting
 
 Rows are attention mechanisms, columns the six LRA tasks, then two averages:
 - Avg (5): the LRA paper's mean over ListOps, Text, Retrieval, Image, Pathfinder (Path-X
@@ -13,6 +14,12 @@ Rows are attention mechanisms, columns the six LRA tasks, then two averages:
   50 + ``--pathx-fail-tol`` points (default 1): chance on the balanced two-class task, within
   sampling noise (one binomial standard error on 20,000 test images is 0.35 points).
 A cell with no run is "-" and never enters an average.
+
+A cell holds runs of the same settings only (``lra.table_select``): runs of one (attention, task)
+whose resolved configs differ in a key that can change the number (``trainer.max_steps``,
+``trainer.precision``, an attention option, ...) get separate rows named by those keys, and a
+note says what differs; a job run twice counts once (its newest run), naming the runs left out.
+``--where trainer.max_steps=1500`` keeps the runs whose resolved config has that value.
 """
 
 from __future__ import annotations
@@ -21,7 +28,6 @@ import argparse
 import csv
 import glob
 import io
-import json
 import logging
 import statistics
 import sys
@@ -31,6 +37,7 @@ from pathlib import Path
 import yaml
 
 from lra.results import REPO, load_result
+from lra.table_select import drop_repeats, select, split_rows
 
 log = logging.getLogger("lra.table")
 
@@ -52,8 +59,9 @@ MISSING = "-"
 
 @dataclass
 class Cell:
-    """Every run of one (attention, task). Accuracies are test accuracies in percent, one per run."""
+    """Every run of one (row, task). Accuracies are test accuracies in percent, one per run."""
 
+    attention: str = ""
     acc: list[float] = field(default_factory=list)
     val: list[float] = field(default_factory=list)
     seeds: list[int] = field(default_factory=list)
@@ -114,24 +122,15 @@ def load_records(files: list[Path], *, skip_incomplete: bool = False) -> list[tu
     return records
 
 
-def aggregate(records: list[tuple[Path, dict]]) -> dict[tuple[str, str], Cell]:
-    """Group the records by (attention, task); warns when a group repeats a seed or mixes settings."""
+def aggregate(records: list[tuple[Path, dict]]) -> tuple[dict[tuple[str, str], Cell], list[str]]:
+    """The cells by (row, task) and notes on what was left out or split (``lra.table_select``): a
+    repeated (settings, seed) counts once, runs of one (attention, task) with different settings
+    get rows of their own."""
+    records, notes = drop_repeats(records)
+    rows, split_notes = split_rows(records)
     cells: dict[tuple[str, str], Cell] = {}
-    settings: dict[tuple[str, str], str] = {}
-    for path, r in records:
-        key = (r["attention"], r["task"])
-        cell = cells.setdefault(key, Cell())
-        setting = json.dumps([r["model"], (r.get("config") or {}).get("task", {}).get("max_len")], sort_keys=True)
-        if settings.setdefault(key, setting) != setting:
-            log.warning(
-                "%s: %s/%s mixes runs with different model sizes or lengths (%s vs %s)",
-                path,
-                *key,
-                setting,
-                settings[key],
-            )
-        if r["seed"] in cell.seeds:
-            log.warning("%s: seed %s of %s/%s appears more than once; every copy is counted", path, r["seed"], *key)
+    for row, _, r in rows:
+        cell = cells.setdefault((row, r["task"]), Cell(attention=r["attention"]))
         cell.acc.append(100 * r["test_acc"])
         cell.val.append(100 * r["val_acc"])
         cell.seeds.append(r["seed"])
@@ -139,7 +138,7 @@ def aggregate(records: list[tuple[Path, dict]]) -> dict[tuple[str, str], Cell]:
             cell.step_ms.append(r["step_time_ms"])
         if r["peak_mem_mb"] is not None:
             cell.mem_mb.append(r["peak_mem_mb"])
-    return cells
+    return cells, notes + split_notes
 
 
 @dataclass
@@ -148,11 +147,17 @@ class Table:
 
     cells: dict[tuple[str, str], Cell]
     fail_tol: float = PATHX_FAIL_TOL
+    notes: list[str] = field(default_factory=list)  # runs left out as repeats, cells split by settings
 
     @property
     def attentions(self) -> list[str]:
-        """Row order: the baseline first, then alphabetical."""
-        return sorted({a for a, _ in self.cells}, key=lambda a: (a != "vanilla", a))
+        """Row labels (an attention, or an attention with the settings it was split by): the baseline
+        first, then alphabetical."""
+        attention = {row: c.attention for (row, _), c in self.cells.items()}
+        return sorted(attention, key=lambda row: (attention[row] != "vanilla", attention[row], row))
+
+    def attention_of(self, row: str) -> str:
+        return next(c.attention for (r, _), c in self.cells.items() if r == row)
 
     @property
     def tasks(self) -> list[str]:
@@ -247,7 +252,7 @@ def grid(
             c = table.get(a, t)
             eff += [_num(c and c.step_ms_median, 1), _num(c and c.mem_mb_median, 0)]
         rows.append([a, *ours, *(_num(x) for x in avgs), *eff])
-        entry = (published or {}).get("accuracy", {}).get(a)
+        entry = (published or {}).get("accuracy", {}).get(table.attention_of(a))
         if entry is not None:
             for key in ("source", "avg6_source"):
                 if key in entry:
@@ -269,6 +274,7 @@ def grid(
         )
     for s in used_sources.values():
         notes.append(f"published: {s['title']}, {s['table']}, arXiv {s['arxiv']}.")
+    notes += table.notes
     return header, rows, notes
 
 
@@ -331,6 +337,7 @@ def to_csv(table: Table, published: dict | None = None) -> str:
     ``mean``/``std``/``val_mean`` are accuracies in percent."""
     fields = [
         "attention",
+        "settings",
         "task",
         "n",
         "mean",
@@ -345,13 +352,16 @@ def to_csv(table: Table, published: dict | None = None) -> str:
     w = csv.DictWriter(buf, fieldnames=fields, lineterminator="\n")
     w.writeheader()
     for a in table.attentions:
-        entry = (published or {}).get("accuracy", {}).get(a, {})
+        attention = table.attention_of(a)
+        variant = a[len(attention) :].strip().removeprefix("(").removesuffix(")")
+        entry = (published or {}).get("accuracy", {}).get(attention, {})
         for t in table.tasks:
             c = table.get(a, t)
             if c is None:
                 continue
             row = {
-                "attention": a,
+                "attention": attention,
+                "settings": variant,
                 "task": t,
                 "n": c.n,
                 "mean": c.mean,
@@ -365,9 +375,8 @@ def to_csv(table: Table, published: dict | None = None) -> str:
             w.writerow(_with_published(row, c.mean, entry.get(t), published))
         for name, value in (("avg5", table.avg5(a)), ("avg6", table.avg6(a))):
             if value is not None:
-                w.writerow(
-                    _with_published({"attention": a, "task": name, "mean": value}, value, entry.get(name), published)
-                )
+                row = {"attention": attention, "settings": variant, "task": name, "mean": value}
+                w.writerow(_with_published(row, value, entry.get(name), published))
     return buf.getvalue()
 
 
@@ -417,6 +426,14 @@ def main(argv: list[str] | None = None) -> int:
         default=PATHX_FAIL_TOL,
         help="Path-X counts as failed at a mean test accuracy <= 50 + this (points; default %(default)s)",
     )
+    p.add_argument(
+        "--where",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="only runs whose resolved config has KEY=VALUE (dotted, e.g. trainer.max_steps=1500; KEY!=VALUE"
+        " excludes); repeat to combine",
+    )
     a = p.parse_args(argv)
     paths = a.paths or [d for d in ("runs", "multirun") if Path(d).is_dir()]
     try:
@@ -426,10 +443,19 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(f"lra-table: {e}{hint}") from None
     if not records:
         raise SystemExit(f"lra-table: no result.json under {', '.join(paths) or 'the current folder'}")
+    try:
+        selected = select(records, a.where)
+    except ValueError as e:
+        raise SystemExit(f"lra-table: {e}") from None
+    if not selected:
+        raise SystemExit(f"lra-table: none of the {len(records)} runs has {' and '.join(a.where)}")
+    records = selected
     published = None
     if a.compare:
         published = load_published(PUBLISHED if a.compare == "published" else a.compare)
-    text = render(Table(aggregate(records), a.pathx_fail_tol), a.format, efficiency=a.efficiency, published=published)
+    cells, notes = aggregate(records)
+    table = Table(cells, a.pathx_fail_tol, notes)
+    text = render(table, a.format, efficiency=a.efficiency, published=published)
     if a.out:
         a.out.parent.mkdir(parents=True, exist_ok=True)
         a.out.write_text(text)

@@ -21,17 +21,18 @@ import lightning as L
 import torch
 from hydra.core.hydra_config import HydraConfig
 from lightning.pytorch.callbacks import ModelCheckpoint
-from lightning.pytorch.loggers import CSVLogger, Logger
+from lightning.pytorch.loggers import Logger
 from omegaconf import DictConfig, OmegaConf
 
 import lra.resolvers  # noqa: F401  (the configs' ${sqrt_pow2:...} etc.)
-from lra.callbacks import NonFiniteLoss, PeakMemory, StepTimer
+from lra.callbacks import NonFiniteLoss, PeakMemory, StepTimer, cpu_conditions, describe_timing, load_average
+from lra.csv_log import LoggedRows, RunCSVLogger
 from lra.data.datamodule import LRADataModule
 from lra.data.tasks import ensure_prepared
-from lra.dist import Job, all_reduce, job_of, rank0_decides, wait_for_spawner
+from lra.dist import Job, job_of, rank0_decides, wait_for_spawner
 from lra.module import LRAModule
 from lra.results import git_sha, write_json_atomic
-from lra.resume import AtomicCheckpointIO, ResumeCheckpoints, RunDirLock, prepare_run_dir, read_run_file
+from lra.resume import AtomicCheckpointIO, ResumeCheckpoints, RunDirLock, already_done, prepare_run_dir, read_run_file
 from lra.validate import validate_config
 from models.encoder import Classifier, Encoder, PairClassifier
 
@@ -91,11 +92,13 @@ def wandb_mode() -> str:
     return "offline"
 
 
-def build_loggers(cfg: DictConfig, run_dir: Path, run_name: str, *, wandb: bool = True) -> list[Logger]:
-    """The CSV logger and (with ``wandb``) the wandb run the config asks for."""
+def build_loggers(
+    cfg: DictConfig, run_dir: Path, run_name: str, *, csv: bool = True, wandb: bool = True
+) -> list[Logger]:
+    """The CSV logger (with ``csv``) and the wandb run (with ``wandb``) the config asks for."""
     loggers: list[Logger] = []
-    if cfg.logger.csv:
-        loggers.append(CSVLogger(save_dir=str(run_dir), name="csv", version=""))
+    if csv and cfg.logger.csv:
+        loggers.append(RunCSVLogger(run_dir, name="csv"))
     if wandb and cfg.logger.wandb is not None:
         try:
             from lightning.pytorch.loggers import WandbLogger
@@ -130,21 +133,22 @@ def total_steps(cfg: DictConfig, dm: LRADataModule, world_size: int = 1) -> int:
     return int(cfg.trainer.max_epochs) * math.ceil(len(dm.datasets["train"]) / global_batch)
 
 
-def build_trainer(cfg: DictConfig, run_dir: Path) -> L.Trainer:
-    """The Trainer (no loggers yet: which ones depends on the rank it computes) with the harness's callbacks."""
-    ckpt = ModelCheckpoint(
-        dirpath=run_dir / "checkpoints", filename="best", monitor="val/acc", mode="max", save_last=True
-    )
+def build_trainer(cfg: DictConfig, run_dir: Path, csv_loggers: list[Logger]) -> L.Trainer:
+    """The Trainer with the harness's callbacks and the CSV logger (wandb joins on rank 0 once the
+    Trainer has computed the ranks)."""
+    # best.ckpt only: last.ckpt is ResumeCheckpoints' (listed after this one, so it saves after it)
+    ckpt = ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="best", monitor="val/acc", mode="max")
     callbacks = [
         StepTimer(warmup=cfg.measure.warmup_steps),
         PeakMemory(),
         NonFiniteLoss(),
+        *(LoggedRows(lg) for lg in csv_loggers if isinstance(lg, RunCSVLogger)),
         ckpt,
         ResumeCheckpoints(ckpt.dirpath, cfg.checkpoint.every_n_steps),
     ]
     return L.Trainer(
         **OmegaConf.to_container(cfg.trainer, resolve=True),
-        logger=False,
+        logger=csv_loggers or False,
         callbacks=callbacks,
         default_root_dir=str(run_dir),
         plugins=[AtomicCheckpointIO()],
@@ -155,12 +159,18 @@ def build_trainer(cfg: DictConfig, run_dir: Path) -> L.Trainer:
 def run(cfg: DictConfig, run_dir: Path, overrides: list[str]) -> dict:
     """Train, validate and test one configuration; returns the result record (also in run_dir/result.json).
 
-    Under DDP every rank calls this; rank 0 owns the run folder (its lock, run.json, checkpoints,
-    result.json, wandb) and decides what to resume from (``lra/dist.py``).
+    With ``resume=auto`` a config that already has a finished run is not trained again: that run's
+    record is returned (``lra.resume.already_done``). Under DDP every rank calls this; rank 0 owns
+    the run folder (its lock, run.json, checkpoints, result.json, wandb) and decides what to resume
+    from (``lra/dist.py``).
     """
     validate_config(cfg)  # a bad config fails here, before any data is prepared or a checkpoint looked for
     run_dir = Path(run_dir)
-    trainer = build_trainer(cfg, run_dir)
+    done = already_done(cfg, run_dir)
+    if done is not None:
+        return done
+    csv_loggers = build_loggers(cfg, run_dir, "", wandb=False)
+    trainer = build_trainer(cfg, run_dir, csv_loggers)
     job = job_of(trainer)
     lock = RunDirLock(run_dir).acquire() if job.is_zero else None
     try:
@@ -171,7 +181,7 @@ def run(cfg: DictConfig, run_dir: Path, overrides: list[str]) -> dict:
 
 
 def _run(cfg: DictConfig, run_dir: Path, overrides: list[str], trainer: L.Trainer, job: Job) -> dict:
-    started = time.time()
+    started, load_at_start = time.time(), load_average()
     run_name = f"{cfg.attention.name}-{cfg.task.name}-s{cfg.seed}"
 
     def decide() -> dict:  # rank 0 only
@@ -209,8 +219,8 @@ def _run(cfg: DictConfig, run_dir: Path, overrides: list[str], trainer: L.Traine
 
     timer, memory = (next(c for c in trainer.callbacks if isinstance(c, t)) for t in (StepTimer, PeakMemory))
     ckpt = trainer.checkpoint_callback
-    # CSV on every rank (Lightning writes it from rank 0); one wandb run, from rank 0
-    loggers = build_loggers(cfg, run_dir, run_name, wandb=job.is_zero)
+    # CSV on every rank (it writes from rank 0 only); one wandb run, from rank 0
+    loggers = [*trainer.loggers, *(build_loggers(cfg, run_dir, run_name, csv=False) if job.is_zero else [])]
     trainer.loggers = loggers
     wandb_loggers = [lg for lg in loggers if type(lg).__name__ == "WandbLogger"]
     try:
@@ -226,17 +236,17 @@ def _run(cfg: DictConfig, run_dir: Path, overrides: list[str], trainer: L.Traine
                 log.error("rank %d: stopped by SIGTERM at step %d", job.rank, step)
                 wait_for_spawner()
             raise SystemExit(128 + signal.SIGTERM) from None
-        timing = timer.summary()  # before testing, which restores the callbacks' state from the best checkpoint
+        # before testing, which restores the callbacks' and the module's state from the best checkpoint
+        timing, train_loss = timer.summary(), module.train_loss
         val_examples = trainer.callback_metrics.get("val/examples")
         if ckpt.best_model_path:
             val_acc = float(ckpt.best_model_score)
-            tested = trainer.test(module, datamodule=dm, ckpt_path="best", verbose=False)
+            tested = trainer.test(module, datamodule=dm, ckpt_path=ckpt.best_model_path, verbose=False)
         else:  # training ended before the first validation: evaluate the final weights
             validated = trainer.validate(module, datamodule=dm, verbose=False)[0]
             val_acc, val_examples = validated["val/acc"], validated["val/examples"]
             tested = trainer.test(module, datamodule=dm, verbose=False)
-        # collectives: every rank takes part, rank 0 writes
-        (train_loss,) = all_reduce(trainer, [module.last_train_loss], op="mean")
+        # collectives: every rank takes part, rank 0 writes (train_loss is the same on every rank)
         peak_mb = memory.job_peak_mb(trainer)
         record = {
             "task": cfg.task.name,
@@ -259,7 +269,11 @@ def _run(cfg: DictConfig, run_dir: Path, overrides: list[str], trainer: L.Traine
             "global_batch": int(cfg.data.batch_size) * job.world_size * int(cfg.trainer.accumulate_grad_batches),
             "precision": str(trainer.precision),
             "wall_s": time.time() - started,
+            **cpu_conditions(),
+            "load_avg_start": load_at_start,
+            "load_avg_end": load_average(),
             "git_sha": git_sha(),
+            "finished": time.time(),  # lra-table keeps the newest of repeated runs
             "overrides": overrides,
             "resumed_from": None,
             "config": OmegaConf.to_container(cfg, resolve=True),
@@ -275,12 +289,11 @@ def _run(cfg: DictConfig, run_dir: Path, overrides: list[str], trainer: L.Traine
             except Exception as e:
                 warnings.warn(f"could not write the wandb summary ({e}); result.json is complete", stacklevel=1)
         log.info(
-            "%s: val_acc %.4f test_acc %.4f | step %.1f ms, %.0f tokens/s | peak memory %.0f MB | %s",
+            "%s: val_acc %.4f test_acc %.4f | %s | peak memory %.0f MB | %s",
             run_name,
             record["val_acc"],
             record["test_acc"],
-            record["step_time_ms"] or float("nan"),
-            record["tokens_per_s"] or float("nan"),
+            describe_timing(timing),
             record["peak_mem_mb"],
             run_dir / "result.json",
         )

@@ -2,6 +2,7 @@
 
 import csv
 import math
+import re
 import subprocess
 import sys
 import tomllib
@@ -11,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from lra import bench_report
-from lra.bench import BASELINE, FLOOR, NAIVE, Point, plan, run, run_point, settings
+from lra.bench import BASELINE, FLOOR, NAIVE, OutDirTaken, Point, check_out_dir, plan, run, run_point, settings
 from lra.config import compose_config
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -95,6 +96,35 @@ def test_table_cells_and_slopes():
     )  # the timed-out point is left out
 
 
+def test_points_the_machine_may_have_bent_are_flagged():
+    """A floor slower than an attention row, a negative attention share and a moving load are named, and the
+    numbers concerned marked; ROWS (a quiet machine) have no flag."""
+    assert bench_report.flags(ROWS) == ([], set())
+    assert "None: the floor is the fastest row" in bench_report.build_table(ROWS, [1024, 2048, 4096])
+    busy = [
+        {**synthetic(FLOOR, 1024, 200, 50), "load_start": 4.2, "load_end": 4.9},
+        {**synthetic(FLOOR, 2048, 900, 100), "load_start": 4.9, "load_end": 6.3},  # the load rose meanwhile
+        {**synthetic(BASELINE, 1024, 300, 200), "load_start": 4.9, "load_end": 5.0},
+        {**synthetic(BASELINE, 2048, 800, 800), "load_start": 5.0, "load_end": 5.2},  # faster than the floor
+        {**synthetic("lin", 1024, 150, 100), "load_start": 5.2, "load_end": 5.6},  # faster than the floor
+        {**synthetic("lin", 2048, 1000, 200), "load_start": 5.6, "load_end": 6.5},
+    ]
+    reasons, points = bench_report.flags(busy)
+    assert reasons[0] == "N=1K: the floor's training step (200.0 ms) is slower than lin (150.0 ms)"
+    assert "N=1K: negative attention share for lin" in reasons
+    assert "N=2K: the floor's training step (900.0 ms) is slower than vanilla (800.0 ms)" in reasons
+    assert "N=2K: vanilla is not slower than the floor, so no attention share is meaningful" in reasons
+    assert "while these points ran: floor N=2K (4.90 -> 6.30)" in reasons[-2]
+    assert reasons[-1].startswith("the 1-minute load average moved from 4.20 to 6.50 during the sweep")
+    assert {("lin", 1024, "train"), (FLOOR, 1024, "train"), (BASELINE, 2048, "train"), (FLOOR, 2048, "infer")} <= points
+    assert (BASELINE, 1024, "train") not in points and (BASELINE, 1024, "infer") not in points
+    table = bench_report.build_table(busy, [1024, 2048])
+    cost = table.split("### Attention cost")[1].split("###")[0]
+    assert "| lin | -0.50 ! | -1.00 ! |" in cost and "| vanilla | 1.00 | 1.00 ! |" in cost
+    assert table.split("### Flags")[1].count("\n- ") == len(reasons)
+    assert "| lin | 100 (0.50x) | 200 (0.25x) |" in table.split("### Peak memory, training")[1]  # memory: no mark
+
+
 def test_plots_leave_failed_points_out(tmp_path):
     bench_report.plot(ROWS, tmp_path / "s.png", [("train_median_ms", "ms")], "t")
     assert (tmp_path / "s.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -114,6 +144,39 @@ def test_plan_rows_options_and_unavailable(tmp_path):
     assert "not registered" in points[("not_a_mechanism", 1024)].unavailable
     with pytest.raises(ValueError, match="per_length.cats"):
         plan(bench_config(tmp_path, "+per_length.cats={1024: {num_clusters: 2}}"))
+
+
+def test_each_run_writes_a_new_folder_and_a_taken_one_is_refused(tmp_path):
+    """The default out_dir is new per run (device, date, time); a folder holding files, committed to git
+    or not, is refused (exit 2, one line naming it and the override) and left as it was."""
+    out_dir = compose_config(["device=cpu"], config_name="bench").out_dir
+    assert re.fullmatch(r"results/efficiency/cpu-[a-z0-9-]+-\d{4}-\d{2}-\d{2}_\d{2}-\d{2}-\d{2}", out_dir), out_dir
+
+    committed = tmp_path / "repo" / "results"
+    committed.mkdir(parents=True)
+    (committed / "README.md").write_text("## Notes (added by hand after the sweep)\n")
+    git = ["git", "-C", str(committed), "-c", "user.name=t", "-c", "user.email=t@t"]
+    subprocess.run([*git, "init", "-q"], check=True)
+    subprocess.run([*git, "add", "README.md"], check=True)
+    subprocess.run([*git, "commit", "-qm", "results"], check=True)
+    args = [*TINY, "mechanisms=[vanilla]", "vanilla_naive=false", "floor=false", "lengths=[16]"]
+    proc = subprocess.run([sys.executable, "-m", "lra.bench", *args, f"out_dir={committed}"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert proc.stderr.strip() == (
+        f"lra-bench: {committed} already holds results committed to git (README.md); leave out_dir out for a new"
+        " folder per run, or add overwrite=true to write over them"
+    )
+    assert sorted(p.name for p in committed.iterdir()) == [".git", "README.md"]
+    assert (committed / "README.md").read_text() == "## Notes (added by hand after the sweep)\n"
+
+    earlier = tmp_path / "earlier"
+    earlier.mkdir()
+    (earlier / "points.csv").write_text("row\n")
+    with pytest.raises(OutDirTaken, match=f"{earlier} already holds files of an earlier run or by hand .points.csv."):
+        check_out_dir(earlier, overwrite=False)
+    check_out_dir(earlier, overwrite=True)
+    check_out_dir(tmp_path / "new", overwrite=False)
 
 
 def test_console_script_and_cli_compose():
@@ -150,6 +213,7 @@ def test_sweep_writes_wellformed_outputs(swept):
         (FLOOR, "64", "ok"), (FLOOR, "128", "timeout"),
     ]  # fmt: skip
     for r in table:
+        assert (r["load_start"] and r["load_end"]) if r["status"] != "skipped" else not r["load_start"]
         assert r["device_name"] and r["torch"] and r["dtype"] == "fp32" and r["batch"] == "2" and r["repeats"] == "1"
     for r in table[0], table[4]:
         assert float(r["train_median_ms"]) > 0 and float(r["infer_median_ms"]) > 0

@@ -1,6 +1,7 @@
 """Interrupted runs resume to the numbers of an uninterrupted run; run directories are never shared."""
 
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -14,7 +15,9 @@ import torch
 
 from lra.config import compose_config
 from lra.resume import AtomicCheckpointIO, RunDirLock, find_previous, fingerprint
+from lra.table import main as lra_table
 from lra.train import run
+from tests.test_table import md_rows
 from tests.test_train import TINY
 
 # 40 optimizer steps, validation (and checkpoint) every 10: long enough to interrupt after the
@@ -178,11 +181,17 @@ def test_lightning_slurm_requeue_checkpoint_is_resumed_by_the_same_command(works
     assert resumed["steps"] == 40 and resumed["resumed_from"] == [str(hpc.parent)]
 
 
-def test_a_finished_run_directory_is_never_reused(tmp_path):
+def test_a_finished_run_directory_is_never_reused(tmp_path, caplog):
+    caplog.set_level(logging.INFO, logger="lra.resume")
     overrides = [*TINY, "trainer.max_steps=2", f"paths.data_dir={tmp_path}", "logger=none"]
-    run(compose_config(overrides), tmp_path / "run", overrides)
+    first = run(compose_config(overrides), tmp_path / "run", overrides)
+    written = (tmp_path / "run" / "result.json").read_bytes()
+    assert run(compose_config(overrides), tmp_path / "run", overrides) == first  # resume=auto: already done
+    assert f"already done: {tmp_path / 'run'}" in caplog.text
+    assert (tmp_path / "run" / "result.json").read_bytes() == written
+    never = [*overrides, "resume=never"]
     with pytest.raises(RuntimeError, match="already holds a finished run .* give this run its own hydra.run.dir"):
-        run(compose_config(overrides), tmp_path / "run", overrides)
+        run(compose_config(never), tmp_path / "run", never)
 
 
 def test_a_run_directory_in_use_is_refused(tmp_path):
@@ -216,19 +225,49 @@ def fake_run(root: Path, name: str, started: float, *, finished=False, checkpoin
     return d
 
 
-def test_only_the_newest_unfinished_run_after_the_last_finished_one_is_resumed(tmp_path):
+def test_the_newest_finished_or_resumable_run_is_found(tmp_path):
     fake_run(tmp_path, "a", 1.0)  # interrupted, but a later run of the config finished
-    fake_run(tmp_path, "b", 2.0, finished=True)
-    assert find_previous("f" * 16, [tmp_path], exclude=tmp_path / "new") is None
+    b = fake_run(tmp_path, "b", 2.0, finished=True)
+    assert find_previous("f" * 16, [tmp_path], exclude=tmp_path / "new") == b  # done: nothing to resume
     c = fake_run(tmp_path, "c", 3.0)
     fake_run(tmp_path, "d", 4.0, checkpoint=False)  # killed before its first checkpoint
     assert find_previous("f" * 16, [tmp_path], exclude=tmp_path / "new") == c
     assert find_previous("e" * 16, [tmp_path], exclude=tmp_path / "new") is None
     lock = RunDirLock(c).acquire()  # still running somewhere: not resumable
     try:
-        assert find_previous("f" * 16, [tmp_path], exclude=tmp_path / "new") is None
+        assert find_previous("f" * 16, [tmp_path], exclude=tmp_path / "new") == b
     finally:
         lock.release()
+
+
+def files(folder: Path) -> dict[str, tuple[int, int]]:
+    return {p.relative_to(folder).as_posix(): (p.stat().st_size, p.stat().st_mtime_ns) for p in folder.rglob("*")}
+
+
+def test_a_killed_sweep_typed_again_skips_its_finished_job_and_each_seed_counts_once(tmp_path, capsys):
+    """``lra-train -m ... seed=0,1`` SIGKILLed in its second job, then typed again (a new timestamped
+    sweep folder): job 0 is reported done and left alone, job 1 finishes, lra-table counts 2 runs."""
+    args = ["-m", *TINY, "trainer.max_steps=4", "trainer.val_check_interval=2", "logger=none", "seed=0,1"]
+    args += [f"paths.multirun={tmp_path / 'multirun'}", f"paths.runs={tmp_path / 'runs'}"]
+    proc = launch(args, tmp_path, tmp_path / "data")
+    wait_for("multirun/*/*/1_*/run.json", tmp_path, proc)
+    proc.send_signal(signal.SIGKILL)
+    assert finish(proc)[0] == -signal.SIGKILL
+    (first,) = tmp_path.glob("multirun/*/*/0_*")
+    assert (first / "result.json").is_file() and not list(tmp_path.glob("multirun/*/*/1_*/result.json"))
+    before = files(first)
+    time.sleep(1.1)  # the sweep folder is named to the second
+
+    rc, log = finish(launch(args, tmp_path, tmp_path / "data"))
+    assert rc == 0, log[-3000:]
+    assert f"already done: {first}" in log
+    assert files(first) == before  # not rerun, not touched
+    (again,) = [d for d in tmp_path.glob("multirun/*/*/0_*") if d != first]
+    assert not (again / "result.json").exists() and not (again / "run.json").exists()
+    assert json.loads((again / "done.json").read_text())["done"] == str(first)
+    assert [r["seed"] for r in results(tmp_path / "multirun")] == [0, 1]
+    assert lra_table([str(tmp_path / "multirun")]) == 0
+    assert md_rows(capsys.readouterr().out)["vanilla"][0].endswith("(n=2)")
 
 
 def test_a_checkpoint_write_that_dies_leaves_the_previous_one_intact(tmp_path, monkeypatch):

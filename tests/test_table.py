@@ -136,6 +136,65 @@ def test_incomplete_record_is_refused_naming_the_file(tmp_path, capsys, caplog):
     assert str(bad) in caplog.text
 
 
+def test_a_job_run_twice_counts_once_the_newest(tmp_path, capsys):
+    old = write_result(tmp_path / "sweep1", "vanilla", "listops", 0, 0.40, finished=100.0)
+    write_result(tmp_path / "sweep1", "vanilla", "listops", 1, 0.44, finished=101.0)
+    new = write_result(tmp_path / "sweep2", "vanilla", "listops", 0, 0.50, finished=200.0)
+    out = table([tmp_path], capsys)
+    assert md_rows(out)["vanilla"][0] == f"47.00 ± {statistics.stdev([50.0, 44.0]):.2f} (n=2)"
+    assert (
+        f"vanilla/listops seed 0: 2 finished runs of the same settings; counted the newest ({new}), left out {old}"
+        in out
+    )
+    # records from before result.json had "finished": the file's time decides
+    older = write_result(tmp_path / "old1", "cast", "text", 0, 0.30, finished=...)
+    newer = write_result(tmp_path / "old2", "cast", "text", 0, 0.35, finished=...)
+    os.utime(older, (1000, 1000))
+    os.utime(newer, (2000, 2000))
+    out = table([tmp_path], capsys)
+    assert md_rows(out)["cast"][1] == "35.00" and f"left out {older}" in out
+
+
+def config(steps: int, precision: str = "32-true", runs: str = "runs") -> dict:
+    """A resolved config that differs in settings (steps, precision) or only where it is written (runs)."""
+    return {"seed": 0, "task": {"max_len": 64}, "trainer": {"max_steps": steps, "precision": precision},
+            "paths": {"runs": runs}, "logger": {"csv": runs == "runs"}}  # fmt: skip
+
+
+def test_runs_with_different_settings_are_split_and_the_keys_named(tmp_path, capsys):
+    for seed, acc in ((0, 0.40), (1, 0.42)):
+        write_result(tmp_path / "real", "vanilla", "listops", seed, acc, config=config(1500))
+    for seed, acc in ((2, 0.10), (3, 0.12)):  # distinct seeds, a debug run's settings
+        write_result(tmp_path / "debug", "vanilla", "listops", seed, acc, config=config(2, runs="elsewhere"))
+    write_result(tmp_path / "real", "vanilla", "text", 0, 0.6, config=config(1500, runs="elsewhere"))
+    out = table([tmp_path], capsys)
+    rows = md_rows(out)
+    assert list(rows) == ["Attention", "vanilla", "vanilla (trainer.max_steps=1500)", "vanilla (trainer.max_steps=2)"]
+    assert rows["vanilla (trainer.max_steps=1500)"][0] == "41.00 ± 1.41 (n=2)"
+    assert rows["vanilla (trainer.max_steps=2)"][0] == "11.00 ± 1.41 (n=2)"
+    assert rows["vanilla"][1] == "60.00"  # text: one setting (paths and loggers do not split)
+    assert "vanilla/listops: runs with different settings, shown as separate rows (trainer.max_steps: 2 vs 1500)" in out
+    csv_rows = list(csv.DictReader(io.StringIO(table([tmp_path, "--format", "csv"], capsys))))
+    assert [(r["attention"], r["settings"], r["n"]) for r in csv_rows] == [
+        ("vanilla", "", "1"), ("vanilla", "trainer.max_steps=1500", "2"), ("vanilla", "trainer.max_steps=2", "2")
+    ]  # fmt: skip
+
+    rows = md_rows(table([tmp_path, "--where", "trainer.max_steps=2"], capsys))
+    assert list(rows) == ["Attention", "vanilla"] and rows["vanilla"][:2] == ["11.00 ± 1.41 (n=2)", "-"]
+    rows = md_rows(table([tmp_path, "--where", "trainer.max_steps!=2", "--where", "task.name=listops"], capsys))
+    assert list(rows) == ["Attention", "vanilla"] and rows["vanilla"][:2] == ["41.00 ± 1.41 (n=2)", "-"]
+    with pytest.raises(SystemExit, match=r"no run has the key 'trainer.max_stesp' \(.*trainer.max_steps"):
+        lra_table([str(tmp_path), "--where", "trainer.max_stesp=2"])
+    with pytest.raises(SystemExit, match="expected key=value"):
+        lra_table([str(tmp_path), "--where", "trainer.max_steps"])
+
+    write_result(tmp_path / "bf16", "vanilla", "listops", 0, 0.5, config=config(1500, precision="bf16-mixed"))
+    write_result(tmp_path / "old", "vanilla", "listops", 5, 0.3, config={"task": {"max_len": 64}})  # no trainer
+    rows = md_rows(table([tmp_path, "--where", "task.name=listops"], capsys))
+    assert rows["vanilla (trainer.max_steps=1500, trainer.precision=bf16-mixed)"][0] == "50.00"
+    assert rows["vanilla (trainer.max_steps=(not recorded), trainer.precision=(not recorded))"][0] == "30.00"
+
+
 def test_compare_published_shows_the_difference(tmp_path, capsys):
     write_result(tmp_path, "vanilla", "listops", 0, 0.40)
     write_result(tmp_path, "cast", "listops", 0, 0.30)
