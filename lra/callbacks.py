@@ -11,6 +11,7 @@ import time
 import lightning as L
 import torch
 
+from lra.dist import all_reduce
 from lra.memory import peak_rss_mb, reset_peak_rss
 
 log = logging.getLogger(__name__)
@@ -31,6 +32,10 @@ class StepTimer(L.Callback):
     step / ``step_time_mean_ms``; a median that is far below the mean means some steps were slowed
     down, e.g. by other processes on the CPUs). ``tokens_per_s`` counts real (non-padding) tokens,
     ``all_tokens_per_s`` every position.
+
+    Under DDP every rank times its own steps (synchronising its own device) and the counts are
+    summed over the ranks at each step, so the throughput is the whole job's; the times kept (and
+    saved in checkpoints) are rank 0's.
     """
 
     def __init__(self, warmup: int = 5):
@@ -60,6 +65,7 @@ class StepTimer(L.Callback):
         self._seen += 1
         if self._seen <= self.warmup:
             return
+        all_tokens, real_tokens, samples = (int(v) for v in all_reduce(trainer, [all_tokens, real_tokens, samples]))
         self.times.append(dt)
         self.all_tokens += all_tokens
         self.real_tokens += real_tokens
@@ -119,7 +125,7 @@ def load_average() -> list[float]:
 
 
 class PeakMemory(L.Callback):
-    """Peak memory in MB during fit and test.
+    """Peak memory in MB during fit and test (``job_peak_mb``: the largest of the ranks').
 
     GPU: the CUDA allocator's peak (reset at fit start). CPU: the process's peak resident set
     (VmHWM); Linux lets a process reset it (``clear_refs``), so in a sweep that runs several
@@ -137,12 +143,17 @@ class PeakMemory(L.Callback):
             reset_peak_rss()
 
     def peak_mb(self) -> float:
+        """This process's peak."""
         if self.device_type == "cuda":
             return torch.cuda.max_memory_allocated() / 2**20
         return peak_rss_mb()
 
+    def job_peak_mb(self, trainer: L.Trainer) -> float:
+        """The largest peak over the ranks (every rank must call it)."""
+        return all_reduce(trainer, [self.peak_mb()], op="max")[0]
+
     def on_train_epoch_end(self, trainer, pl_module) -> None:
-        pl_module.log("perf/peak_mem_mb", self.peak_mb())
+        pl_module.log("perf/peak_mem_mb", self.peak_mb(), sync_dist=True, reduce_fx="max")
 
 
 class NonFiniteLoss(L.Callback):

@@ -12,7 +12,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torchmetrics import MeanMetric, SumMetric
 from torchmetrics.classification import MulticlassAccuracy
+
+from lra.dist import all_reduce
 
 log = logging.getLogger(__name__)
 SCHEDULES = ("rsqrt", "cosine", "constant")
@@ -98,6 +101,10 @@ class LRAModule(L.LightningModule):
         self.acc = nn.ModuleDict(
             {s: MulticlassAccuracy(n_classes, average="micro") for s in ("train_", "val_", "test_")}
         )
+        # Evaluation loss and example count as metrics: under DDP their states are summed over the
+        # ranks, so val/test numbers cover the whole split once, whatever each rank's share.
+        self.eval_loss = nn.ModuleDict({s: MeanMetric() for s in ("val_", "test_")})
+        self.examples = nn.ModuleDict({s: SumMetric() for s in ("val_", "test_")})
         self.last_train_loss = float("nan")
         self.recent_losses: deque[float] = deque()
         self._window_set = False
@@ -114,16 +121,24 @@ class LRAModule(L.LightningModule):
         return logits, F.cross_entropy(logits.float(), batch["label"])
 
     def _log(self, batch: dict[str, Tensor], split: str, logits: Tensor, loss: Tensor) -> None:
+        n = len(batch["label"])
         self.acc[split + "_"](logits.argmax(-1), batch["label"])
-        on_step = split == "train"
-        self.log(
-            f"{split}/loss", loss, on_step=on_step, on_epoch=not on_step, prog_bar=True, batch_size=len(batch["label"])
-        )
-        self.log(f"{split}/acc", self.acc[split + "_"], on_step=on_step, on_epoch=not on_step, prog_bar=True)
+        if split == "train":  # the step's loss averaged over the ranks (training_step): the global batch's
+            value = torch.tensor(self.last_train_loss if math.isfinite(self.last_train_loss) else float(loss))
+            self.log("train/loss", value, on_step=True, on_epoch=False, prog_bar=True, batch_size=n)
+            self.log("train/acc", self.acc["train_"], on_step=True, on_epoch=False, prog_bar=True)
+            return
+        self.eval_loss[split + "_"].update(loss.detach().float(), weight=n)
+        self.examples[split + "_"].update(torch.tensor(float(n), device=loss.device))
+        self.log(f"{split}/loss", self.eval_loss[split + "_"], on_step=False, on_epoch=True, prog_bar=True)
+        self.log(f"{split}/acc", self.acc[split + "_"], on_step=False, on_epoch=True, prog_bar=True)
+        self.log(f"{split}/examples", self.examples[split + "_"], on_step=False, on_epoch=True)
 
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor | None:
         logits, loss = self._loss(batch)
-        value = float(loss.detach())
+        # under DDP the mean over the ranks (the global batch's loss): every rank keeps the same
+        # numbers (so rank 0's checkpoint holds them for all) and makes the same skip decision
+        (value,) = all_reduce(self.trainer, [float(loss.detach())], op="mean")
         if math.isfinite(value):
             self.last_train_loss, self.consecutive_skips = value, 0
             self.recent_losses.append(value)

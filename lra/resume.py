@@ -35,6 +35,7 @@ from lightning.pytorch.callbacks import Checkpoint
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from omegaconf import DictConfig, OmegaConf
 
+from lra.dist import any_rank
 from lra.errors import UserError, space_for
 from lra.results import load_result, without_no_effect, write_json_atomic
 
@@ -318,6 +319,12 @@ class ResumeCheckpoints(Checkpoint):
     - The submitit requeue signal (``$SUBMITIT_PREEMPT_SIGNAL``, USR2 by default; only when a
       handler is installed, i.e. under the submitit launcher): the next optimizer step finishes,
       the checkpoint is saved, then submitit's handler requeues the job, which resumes here.
+
+    With several ranks a signal may reach one rank only (``kill`` of one pid, a node's preemption).
+    Lightning's own SIGTERM handler then runs a collective inside the signal handler and the
+    ranks stop at different steps (or hang); so from the first training step this callback's
+    handler only notes the signal, and after every optimizer step the ranks agree (an all-reduce)
+    whether any of them got one: all stop after the same step and save the checkpoint once.
     """
 
     def __init__(self, dirpath: Path, every_n_steps: int | None = None):
@@ -331,6 +338,8 @@ class ResumeCheckpoints(Checkpoint):
         self._due = False  # a step checkpoint waits for the end of this iteration
         self._saved_step = -1  # the optimizer step last.ckpt holds, from this process
         self._unwrap = None
+        self._sigterm = False  # under DDP: this rank got SIGTERM (the ranks agree after each step)
+        self._rank = 0
 
     def on_fit_start(self, trainer, pl_module) -> None:
         previous = signal.getsignal(self._signal)
@@ -346,6 +355,17 @@ class ResumeCheckpoints(Checkpoint):
 
         loop.on_advance_end = on_advance_end
         self._unwrap = lambda: delattr(loop, "on_advance_end")
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        # after Lightning installed its handlers (fit start); its teardown restores the original one
+        self._rank = trainer.global_rank
+        if trainer.world_size > 1:
+            self._sigterm = False
+            signal.signal(signal.SIGTERM, self._on_sigterm)
+
+    def _on_sigterm(self, signum, frame) -> None:
+        log.warning("rank %d received SIGTERM: all ranks stop after this optimizer step", self._rank)
+        self._sigterm = True
 
     def on_fit_end(self, trainer, pl_module) -> None:
         self._teardown()
@@ -366,6 +386,11 @@ class ResumeCheckpoints(Checkpoint):
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         self._at_boundary = trainer.global_step != self._step_at_batch_start
+        if trainer.world_size > 1 and self._at_boundary:
+            self._sigterm, self._requeue_pending = any_rank(trainer, self._sigterm, self._requeue_pending)
+            if self._sigterm:
+                # Lightning's own flag: it stops every rank at the end of this step as it stops one process
+                trainer._signal_connector.received_sigterm = True
         if self.every_n_steps and self._at_boundary and trainer.global_step % self.every_n_steps == 0:
             self._due = True
 
@@ -392,6 +417,9 @@ class ResumeCheckpoints(Checkpoint):
                 self._save(trainer)
             handler, self._requeue_pending = self._requeue_handler, False
             self._teardown()
+            if handler is None:  # another rank got the requeue signal: this one stops with it (saved above)
+                trainer._signal_connector.received_sigterm = True
+                return
             handler(self._signal, None)  # submitit: requeue this job and exit
 
     def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
@@ -405,7 +433,7 @@ class ResumeCheckpoints(Checkpoint):
         self._teardown()
 
     def _save(self, trainer, quiet: bool = False) -> None:
-        trainer.save_checkpoint(self.path)
+        trainer.save_checkpoint(self.path)  # every rank calls it; rank 0 writes the file
         self._saved_step = trainer.global_step
-        if not quiet:
+        if not quiet and trainer.is_global_zero:
             log.warning("saved %s at step %d; run the same command again to resume", self.path, trainer.global_step)

@@ -56,7 +56,9 @@ def a_run_dir(folder: Path, *extra: str) -> Path:
 
 def assert_one_message(proc: subprocess.CompletedProcess, start: str) -> None:
     assert proc.returncode == 2, proc.stderr
-    assert proc.stderr.startswith(f"lra-train: {start}"), proc.stderr
+    # the message is the one lra-train line (Lightning may print its device banner before a lock refusal)
+    ours = [line for line in proc.stderr.splitlines() if line.startswith("lra-train")]
+    assert len(ours) == 1 and ours[0].startswith(f"lra-train: {start}"), proc.stderr
     assert "Traceback" not in proc.stderr and "HYDRA_FULL_ERROR" not in proc.stderr
     assert "Error executing job" not in proc.stderr
 
