@@ -6,7 +6,7 @@ attention file suits 128 tokens (mini LRA) as well as 2K, 4K or 16K, and a sweep
 override (``attention.num_clusters=8``) replaces the rule. The rules, in the attention files:
 
 - cast: ``cluster_size = sqrt_pow2(N)``, ``num_clusters = ceil_div(N, cluster_size)``, so
-  ``Nc * kappa ~ N`` split as evenly as powers of two allow (32 x 64 at 2K, docs/attention.md);
+  ``Nc * kappa ~ N`` split as evenly as powers of two allow (32 x 64 at 2K);
 - clustered / improved_clustered: ``num_clusters = min(100, N // 8)`` (the reference's 100 at
   every LRA length; shorter sequences keep about 8 queries per cluster);
 - srformer: ``segment_size = min(64, N // 8)`` (the default 64 at every LRA length, at least 8

@@ -9,6 +9,8 @@ import subprocess
 import tempfile
 from pathlib import Path
 
+from lra.errors import space_for
+
 REPO = Path(__file__).resolve().parents[1]
 
 RESULT_FIELDS = (
@@ -71,11 +73,13 @@ def without_no_effect(config: dict) -> dict:
 
 
 def write_text_atomic(path: str | Path, text: str) -> None:
-    """Write ``text`` to a temporary file in the same folder, fsync, then rename it over ``path``."""
+    """Write ``text`` to a temporary file in the same folder, fsync, then rename it over ``path``.
+
+    A full disk raises an OSError naming the folder and the bytes needed."""
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "w", newline="") as f:
+        with space_for(path.parent, len(text.encode())), os.fdopen(fd, "w", newline="") as f:
             f.write(text)
             f.flush()
             os.fsync(f.fileno())

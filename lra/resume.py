@@ -36,6 +36,7 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 from omegaconf import DictConfig, OmegaConf
 
 from lra.dist import any_rank
+from lra.errors import UserError, space_for
 from lra.results import load_result, without_no_effect, write_json_atomic
 
 log = logging.getLogger(__name__)
@@ -49,6 +50,28 @@ def fingerprint(cfg: DictConfig) -> str:
     """A hash of the resolved config without the keys in ``lra.results.NO_EFFECT``."""
     c = without_no_effect(OmegaConf.to_container(cfg, resolve=True))
     return hashlib.sha256(json.dumps(c, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+class RunDirRefused(UserError, RuntimeError):
+    """This run may not write to the run directory (another process holds it, or it holds another run)."""
+
+
+def check_run_dir(cfg: DictConfig, run_dir: Path) -> None:
+    """Refuse a run directory that holds a finished run, or an unfinished run of another config.
+
+    Reads only, so a refused folder stays as it was; ``lra.train`` calls it before taking the lock
+    (which writes its pid) and ``prepare_run_dir`` again under it."""
+    if (Path(run_dir) / "result.json").exists():
+        raise RunDirRefused(
+            f"{run_dir} already holds a finished run (result.json); results are never overwritten: "
+            "give this run its own hydra.run.dir"
+        )
+    own, fp = read_run_file(run_dir), fingerprint(cfg)
+    if own and own.get("fingerprint") != fp:
+        raise RunDirRefused(
+            f"{run_dir} holds an unfinished run of a different config (run.json fingerprint "
+            f"{own.get('fingerprint')}, this run {fp}); give this run its own hydra.run.dir"
+        )
 
 
 class RunDirLock:
@@ -70,7 +93,7 @@ class RunDirLock:
         except BlockingIOError:
             holder = os.read(fd, 64).decode(errors="replace").strip() or "unknown"
             os.close(fd)
-            raise RuntimeError(
+            raise RunDirRefused(
                 f"another lra-train process (pid {holder}) is writing to {self.path.parent}; two runs never "
                 "share a run directory: wait for it, or give this run its own hydra.run.dir"
             ) from None
@@ -188,13 +211,27 @@ def adopt(src_dir: Path, dst_dir: Path) -> Path:
     return copied
 
 
+def tensor_bytes(obj) -> int:
+    """The bytes of every tensor in a (nested) checkpoint: about the size ``torch.save`` writes."""
+    if isinstance(obj, torch.Tensor):
+        return obj.numel() * obj.element_size()
+    if isinstance(obj, dict):
+        return sum(tensor_bytes(v) for v in obj.values())
+    if isinstance(obj, list | tuple):
+        return sum(tensor_bytes(v) for v in obj)
+    return 0
+
+
 def torch_save_atomic(obj, path: Path) -> None:
-    """``torch.save`` into a temporary file next to ``path``, then rename it over ``path``."""
+    """``torch.save`` into a temporary file next to ``path``, then rename it over ``path``.
+
+    A full disk raises an OSError naming the folder and the bytes needed (not torch's ``enforce fail``)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
     try:
-        torch.save(obj, tmp)
+        with space_for(path.parent, tensor_bytes(obj)):
+            torch.save(obj, tmp)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -211,16 +248,7 @@ def prepare_run_dir(cfg: DictConfig, run_dir: Path) -> str | None:
     fp = fingerprint(cfg)
     mode = str(cfg.resume)
     own = read_run_file(run_dir)
-    if (run_dir / "result.json").exists():
-        raise RuntimeError(
-            f"{run_dir} already holds a finished run (result.json); results are never overwritten: "
-            "give this run its own hydra.run.dir"
-        )
-    if own and own.get("fingerprint") != fp:
-        raise RuntimeError(
-            f"{run_dir} holds an unfinished run of a different config (run.json fingerprint "
-            f"{own.get('fingerprint')}, this run {fp}); give this run its own hydra.run.dir"
-        )
+    check_run_dir(cfg, run_dir)
     resume_from = source = None
     if mode == "auto":
         own_checkpoints = checkpoints(run_dir) if own else []

@@ -3,6 +3,15 @@
 lra-train experiment=quickstart
 lra-train task=listops attention=cast trainer.max_steps=2000 seed=1
 lra-train -m experiment=lra/listops attention=vanilla,cast seed=0,1,2
+
+A user error (a bad config value, missing data, a taken run folder, a full disk) is one line on stderr
+and exit status 2; ``--debug`` (or ``HYDRA_FULL_ERROR=1``) shows its traceback (see ``lra.errors``).
+
+A run folder is written only by the process that holds its lock: Hydra is told not to write
+``.hydra/`` or the log file itself (``hydra.output_subdir: null``, ``hydra/job_logging: lra``), and
+this module writes them once the lock is taken, so a run refused because another process holds the
+folder, or because the folder holds a finished run or another config's run, leaves every file there
+as it was.
 """
 
 from __future__ import annotations
@@ -12,14 +21,17 @@ import logging
 import math
 import os
 import signal
+import sys
 import time
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 import hydra
 import lightning as L
 import torch
 from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import Logger
 from omegaconf import DictConfig, OmegaConf
@@ -30,9 +42,18 @@ from lra.csv_log import LoggedRows, RunCSVLogger
 from lra.data.datamodule import LRADataModule
 from lra.data.tasks import ensure_prepared
 from lra.dist import Job, job_of, rank0_decides, wait_for_spawner
+from lra.errors import DEBUG_FLAG, USER_ERRORS, Reported, debug_requested, run_cli
 from lra.module import LRAModule
 from lra.results import git_sha, write_json_atomic
-from lra.resume import AtomicCheckpointIO, ResumeCheckpoints, RunDirLock, already_done, prepare_run_dir, read_run_file
+from lra.resume import (
+    AtomicCheckpointIO,
+    ResumeCheckpoints,
+    RunDirLock,
+    already_done,
+    check_run_dir,
+    prepare_run_dir,
+    read_run_file,
+)
 from lra.validate import validate_config
 from models.encoder import Classifier, Encoder, PairClassifier
 
@@ -54,12 +75,15 @@ def build_model(cfg: DictConfig) -> torch.nn.Module:
     m, task = cfg.model, cfg.task
     attention = OmegaConf.to_container(cfg.attention, resolve=True)
     options = {k: v for k, v in OmegaConf.to_container(m, resolve=True).items() if k != "d_head"}
-    check_keys("model", [*options, "d_head"], [*inspect.signature(Encoder).parameters, "d_head"])
+    set_here = ("vocab_size", "max_len", "attention", "attention_options", "lra_mask")
+    valid = [k for k in inspect.signature(Encoder).parameters if k not in set_here]
+    check_keys("model", [*options, "d_head"], [*valid, "d_head"])
     encoder = Encoder(
         vocab_size=task.vocab_size,
         max_len=task.max_len,
         attention=attention.pop("name"),
         attention_options=attention,
+        lra_mask=bool(OmegaConf.select(task, "mask_zero_pixels", default=False)),  # LRA's CLS mask and mean pool
         **options,
     )
     if task.pair:
@@ -156,24 +180,28 @@ def build_trainer(cfg: DictConfig, run_dir: Path, csv_loggers: list[Logger]) -> 
     )
 
 
-def run(cfg: DictConfig, run_dir: Path, overrides: list[str]) -> dict:
+def run(cfg: DictConfig, run_dir: Path, overrides: list[str], *, on_claimed: Callable[[], None] | None = None) -> dict:
     """Train, validate and test one configuration; returns the result record (also in run_dir/result.json).
 
     With ``resume=auto`` a config that already has a finished run is not trained again: that run's
     record is returned (``lra.resume.already_done``). Under DDP every rank calls this; rank 0 owns
     the run folder (its lock, run.json, checkpoints, result.json, wandb) and decides what to resume
-    from (``lra/dist.py``).
+    from (``lra/dist.py``). ``on_claimed`` runs on rank 0 once it holds ``run_dir`` (the entry point
+    writes Hydra's files then).
     """
     validate_config(cfg)  # a bad config fails here, before any data is prepared or a checkpoint looked for
     run_dir = Path(run_dir)
     done = already_done(cfg, run_dir)
     if done is not None:
         return done
+    check_run_dir(cfg, run_dir)  # before the lock, which would write its pid into a folder it may not take
     csv_loggers = build_loggers(cfg, run_dir, "", wandb=False)
     trainer = build_trainer(cfg, run_dir, csv_loggers)
     job = job_of(trainer)
     lock = RunDirLock(run_dir).acquire() if job.is_zero else None
     try:
+        if on_claimed is not None and job.is_zero:
+            on_claimed()
         return _run(cfg, run_dir, overrides, trainer, job)
     finally:
         if lock is not None:
@@ -306,15 +334,59 @@ def _run(cfg: DictConfig, run_dir: Path, overrides: list[str], trainer: L.Traine
                 pass
 
 
+def save_hydra_files(cfg: DictConfig, run_dir: Path) -> None:
+    """What Hydra's ``run_job`` writes to ``.hydra/`` (config.yaml, hydra.yaml, overrides.yaml), atomically."""
+    hydra_cfg = HydraConfig.instance().cfg
+    folder = Path(run_dir) / ".hydra"
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, node in (
+        ("config.yaml", cfg),
+        ("hydra.yaml", hydra_cfg),
+        ("overrides.yaml", hydra_cfg.hydra.overrides.task),
+    ):
+        tmp = folder / f".{name}.tmp-{os.getpid()}"
+        OmegaConf.save(node, tmp)
+        os.replace(tmp, folder / name)
+
+
+def add_log_file(path: Path) -> logging.Handler:
+    """Append the root logger's records to ``path`` in Hydra's format (its ``job_logging`` file handler)."""
+    handler = logging.FileHandler(path)
+    handler.setFormatter(logging.Formatter("[%(asctime)s][%(name)s][%(levelname)s] - %(message)s"))
+    logging.getLogger().addHandler(handler)
+    return handler
+
+
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
 def _hydra_main(cfg: DictConfig) -> float:
     hc = HydraConfig.get()
-    record = run(cfg, Path(hc.runtime.output_dir), list(hc.overrides.task))
+    run_dir = Path(hc.runtime.output_dir)
+    handlers: list[logging.Handler] = []
+
+    def claimed() -> None:
+        save_hydra_files(cfg, run_dir)
+        handlers.append(add_log_file(run_dir / f"{hc.job.name}.log"))
+
+    try:
+        record = run(cfg, run_dir, list(hc.overrides.task), on_claimed=claimed)
+    except USER_ERRORS as e:
+        if hc.mode == RunMode.RUN:  # one run: straight to run_cli; a sweep's failures are Hydra's to collect
+            raise Reported(e) from e
+        raise
+    finally:
+        for handler in handlers:
+            logging.getLogger().removeHandler(handler)
+            handler.close()
     return record["test_acc"]
 
 
 def main() -> None:
-    _hydra_main()
+    """The ``lra-train`` command: Hydra's, with user errors as one line and exit status 2."""
+    argv = sys.argv[1:]
+    debug = debug_requested(argv)
+    sys.argv = [sys.argv[0], *(a for a in argv if a != DEBUG_FLAG)]
+    os.environ["HYDRA_FULL_ERROR"] = "1"  # Hydra re-raises every error; run_cli decides what is shown
+    sys.exit(run_cli("lra-train", _hydra_main, debug=debug))
 
 
 if __name__ == "__main__":

@@ -32,7 +32,8 @@ log = logging.getLogger(__name__)
 # check the same; checking here names the config key). ``bits`` has no upper bound here: the
 # hash codes are float tensors, not packed into 64-bit words as in fast-transformers.
 ATTENTION_MINIMA = {"num_clusters": 1, "cluster_size": 1, "segment_size": 1, "bits": 1, "topk": 1, "iterations": 0}
-# Options at or above the sequence length turn the mechanism into exact attention (see docs/attention.md).
+# Options at or above the sequence length turn the mechanism into exact attention (one cluster or segment
+# holds every token).
 EXACT_AT_LENGTH = {"cast": "cluster_size", "clustered": "num_clusters", "improved_clustered": "num_clusters",
                    "srformer": "segment_size"}  # fmt: skip
 PRECISIONS = ("32-true", "64-true", "16-mixed", "bf16-mixed", "16-true", "bf16-true")
@@ -211,6 +212,12 @@ def check_resume(cfg: DictConfig) -> Iterator[str]:
         yield f"resume={mode}: must be auto, never, or an existing run folder or .ckpt file"
 
 
+def check_seed(seed) -> Iterator[str]:
+    """``seed``: an integer in 0 .. 2**32 - 1 (the range every seeded generator accepts)."""
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**32:
+        yield f"seed={_show(seed)}: must be an integer in 0..{2**32 - 1}"
+
+
 def validate_config(cfg: DictConfig) -> None:
     """Raise ConfigError listing every problem of ``cfg``; log warnings for legal but doubtful settings."""
     problems = [
@@ -220,6 +227,7 @@ def validate_config(cfg: DictConfig) -> None:
         *check_optim(cfg.optim),
         *check_data(cfg.data),
         *check_resume(cfg),
+        *check_seed(cfg.seed),
         *check_trainer(
             cfg.trainer,
             cfg.optim,

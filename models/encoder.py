@@ -2,6 +2,15 @@
 
 Pre-LayerNorm blocks (attention + MLP with residuals), a final LayerNorm, masked pooling
 (``cls`` or ``mean``) and a classifier. ``mask[b, i]`` is True for a real token.
+
+Pooling, with h the final LayerNorm's output (B, N, D) and m the mask:
+- ``cls``: h[:, 0], the CLS token prepended at position 0; its mask entry is True.
+- ``mean``: sum_i m_i h_i / max(1, sum_i m_i), the mean over real tokens.
+
+``lra_mask=True`` reproduces the LRA code's handling of the mask instead (its ``transformer.py``
+gives the CLS token the first input's mask entry, and ``common_layers.classifier_head`` MEAN-pools
+``mean_i h_i`` over every position, masked ones included); the harness sets it with
+``task.mask_zero_pixels=true``, where the mask is ``pixel > 0`` as in LRA.
 """
 
 from __future__ import annotations
@@ -86,13 +95,14 @@ class Encoder(nn.Module):
         attention: str = "vanilla",
         attention_options: dict | None = None,
         layer_scale_init: float | None = None,
+        lra_mask: bool = False,
     ):
         super().__init__()
         if positions not in POSITIONS:
             raise ValueError(f"model.positions must be one of {POSITIONS}, got '{positions}'")
         if pool not in POOLS:
             raise ValueError(f"model.pool must be one of {POOLS}, got '{pool}'")
-        self.pool, self.vocab_size = pool, vocab_size
+        self.pool, self.vocab_size, self.lra_mask = pool, vocab_size, lra_mask
         n_pos = max_len + (pool == "cls")
         self.embed = nn.Embedding(vocab_size + (pool == "cls"), d_model)
         nn.init.normal_(self.embed.weight, std=0.02)
@@ -124,8 +134,9 @@ class Encoder(nn.Module):
         if self.pool == "cls":
             cls = torch.full((b, 1), self.vocab_size, dtype=ids.dtype, device=ids.device)
             ids = torch.cat([cls, ids], dim=1)
-            if mask is not None:
-                mask = torch.cat([torch.ones(b, 1, dtype=torch.bool, device=ids.device), mask], dim=1)
+            if mask is not None:  # LRA: the CLS token takes the first input's mask entry
+                first = mask[:, :1] if self.lra_mask else torch.ones(b, 1, dtype=torch.bool, device=ids.device)
+                mask = torch.cat([first, mask], dim=1)
             n += 1
         if self.pos is not None and n > self.pos.shape[0]:
             raise ValueError(f"sequence of {n} tokens is longer than the model's max_len ({self.pos.shape[0]})")
@@ -138,7 +149,7 @@ class Encoder(nn.Module):
         x = self.norm(x)
         if self.pool == "cls":
             return x[:, 0]
-        if mask is None:
+        if mask is None or self.lra_mask:  # LRA's MEAN pooling averages every position
             return x.mean(dim=1)
         w = mask[..., None].to(x.dtype)
         return (x * w).sum(dim=1) / w.sum(dim=1).clamp_min(1.0)

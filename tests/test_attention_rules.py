@@ -1,4 +1,9 @@
-"""The rules of docs/attention.md, run against every registered mechanism."""
+"""The rules every registered attention mechanism keeps, run against each of them.
+
+Padding never changes the output at real positions; the output is finite everywhere, also for a
+row with no real key; every parameter gets a gradient; float32 agrees with float64; eval mode is
+deterministic; an unknown option or name is refused naming the valid ones.
+"""
 
 import pytest
 import torch

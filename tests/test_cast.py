@@ -159,7 +159,7 @@ def test_surrogates_get_a_correct_gradient(clustering):
 
 
 def slow_cast(q, k, v, s, mask, kappa, clustering):
-    """Steps 1-5 of docs/attention.md for one head, token by token. q, k, v (N, d); s (Nc, d)."""
+    """Steps 1-5 of models/attention/cast.py for one head, token by token. q, k, v (N, d); s (Nc, d)."""
     n, d = q.shape
     nc = s.shape[0]
     real = [i for i in range(n) if mask[i]]

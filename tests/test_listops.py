@@ -83,3 +83,12 @@ def test_malformed_tsv_names_file_and_line(tmp_path):
 def test_missing_release_names_where_it_looked(tmp_path):
     with pytest.raises(FileNotFoundError, match="lra_release/lra_release/listops-1000"):
         find_release_file(tmp_path, "listops-1000/basic_train.tsv")
+
+
+def test_release_bytes_are_what_lras_csv_writer_writes(tmp_path, splits):
+    """LRA writes the TSVs with ``csv.writer(f, delimiter='\\t')``: tab-separated, every line ending in CRLF."""
+    folder = listops.write_release(tmp_path, splits)
+    rows = splits["test"]
+    expected = b"Source\tTarget\r\n" + b"".join(f"{text}\t{label}\r\n".encode() for text, label in rows)
+    assert (folder / "basic_test.tsv").read_bytes() == expected
+    assert list(listops.read_tsv(folder / "basic_test.tsv")) == rows

@@ -3,7 +3,9 @@ import math
 import pytest
 import torch
 
+from lra.config import compose_config
 from lra.module import lr_factor
+from lra.train import build_model
 from models.encoder import Classifier, Encoder, PairClassifier, sinusoidal_positions
 
 
@@ -92,3 +94,54 @@ def test_peak_rss_is_reset_between_jobs():
     if not reset_peak_rss():
         pytest.skip("this kernel cannot reset the peak RSS")
     assert peak_rss_mb() < high - 150
+
+
+# A transcription of the LRA code's mask handling (lra_benchmarks/models/transformer/transformer.py,
+# TransformerEncoder.apply, and layers/common_layers.py, classifier_head), in torch.
+def lra_padding_mask(inputs: torch.Tensor, cls: bool) -> torch.Tensor:
+    src_padding_mask = (inputs > 0)[..., None]
+    if cls:
+        src_padding_mask = torch.cat([src_padding_mask[:, :1], src_padding_mask], dim=1)
+    return src_padding_mask[..., 0]
+
+
+def lra_mean_pool(encoded: torch.Tensor) -> torch.Tensor:
+    return encoded.mean(dim=1)
+
+
+def masks_and_pooled(enc: Encoder, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The mask the blocks receive, the final LayerNorm's output (B, N, D) and the pooled features (B, D)."""
+    seen = {}
+    h1 = enc.blocks[0].register_forward_pre_hook(lambda m, args: seen.update(mask=args[1]))
+    h2 = enc.norm.register_forward_hook(lambda m, args, out: seen.update(encoded=out))
+    pooled = enc(ids, ids > 0)
+    h1.remove()
+    h2.remove()
+    return seen["mask"], seen["encoded"], pooled
+
+
+PIXELS = torch.tensor([[0, 5, 0, 7, 3, 0], [4, 0, 9, 0, 0, 1]])  # sequence 0 starts with a masked pixel
+
+
+def test_lra_mask_gives_cls_the_first_pixels_mask_as_lra_does():
+    mask, encoded, pooled = masks_and_pooled(encoder(pool="cls", lra_mask=True), PIXELS)
+    torch.testing.assert_close(mask, lra_padding_mask(PIXELS, cls=True), rtol=0, atol=0)
+    assert mask[:, 0].tolist() == [False, True]
+    torch.testing.assert_close(pooled, encoded[:, 0])
+    mask, _, _ = masks_and_pooled(encoder(pool="cls"), PIXELS)  # without the switch: CLS is always real
+    assert mask[:, 0].tolist() == [True, True] and torch.equal(mask[:, 1:], PIXELS > 0)
+
+
+def test_lra_mask_mean_pools_every_position_as_lra_does():
+    _, encoded, pooled = masks_and_pooled(encoder(pool="mean", lra_mask=True), PIXELS)
+    torch.testing.assert_close(pooled, lra_mean_pool(encoded))
+    _, encoded, pooled = masks_and_pooled(encoder(pool="mean"), PIXELS)  # without: the mean over real pixels
+    real = (PIXELS > 0)[..., None].float()
+    torch.testing.assert_close(pooled, (encoded * real).sum(1) / real.sum(1))
+    assert not torch.allclose(pooled, lra_mean_pool(encoded))
+
+
+@pytest.mark.parametrize(("switch", "expected"), [([], False), (["task.mask_zero_pixels=true"], True)])
+def test_mask_zero_pixels_switches_the_lra_mask_on(switch, expected):
+    cfg = compose_config(["task=image", "model=tiny", *switch])
+    assert build_model(cfg).encoder.lra_mask is expected

@@ -1,6 +1,9 @@
 """Every command, config choice and script README.md names must exist."""
 
+import ast
+import io
 import re
+import tokenize
 import tomllib
 from pathlib import Path
 
@@ -35,3 +38,38 @@ def test_every_named_file_exists():
 def test_test_command_is_what_ci_runs():
     ci = (ROOT / ".ci" / "run").read_text()
     assert "python -m pytest -q" in README and "python -m pytest -q" in ci
+
+
+NAMED_PATH = re.compile(
+    r"(?<![\w/.~$-])((?:docs|scripts|results|configs|tests|models|lra)/[\w./-]*\w\.(?:py|yaml|md|png|csv|json))"
+)
+
+
+def prose(path: Path) -> str:
+    """The docstrings and comments of a Python file, the comments of a YAML file."""
+    text = path.read_text()
+    if path.suffix == ".yaml":
+        return "\n".join(line.split("#", 1)[1] for line in text.splitlines() if "#" in line)
+    tree = ast.parse(text)
+    nodes = [tree, *(n for n in ast.walk(tree) if isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef))]
+    docs = [ast.get_docstring(n) or "" for n in nodes]
+    comments = [t.string for t in tokenize.generate_tokens(io.StringIO(text).readline) if t.type == tokenize.COMMENT]
+    return "\n".join(docs + comments)
+
+
+def test_every_path_named_in_a_docstring_or_comment_exists():
+    """No module, config or test points at a file the repository does not contain."""
+    sources = [p for d in ("lra", "models", "tests", "scripts", "configs") for p in (ROOT / d).rglob("*")
+               if p.suffix in (".py", ".yaml") and p.is_file()]  # fmt: skip
+    missing = [
+        f"{src.relative_to(ROOT)}: {path}"
+        for src in sources
+        for path in NAMED_PATH.findall(prose(src))
+        if not (ROOT / path).exists()
+    ]
+    assert not missing, "paths named but not in the repository:\n" + "\n".join(missing)
+
+
+def test_readme_names_no_file_outside_the_repository():
+    missing = [path for path in NAMED_PATH.findall(README) if not (ROOT / path).exists()]
+    assert not missing, missing

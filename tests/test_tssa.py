@@ -1,4 +1,4 @@
-"""TSSA (ToST): the identities of docs/attention.md and of the causal prefix-sum form."""
+"""TSSA (ToST): its defining identities and those of the causal prefix-sum form."""
 
 import pytest
 import torch

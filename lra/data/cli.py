@@ -8,7 +8,9 @@
     lra-data info listops
 
 Trailing ``key=value`` arguments are Hydra overrides of the training config, so the data
-is prepared exactly as ``lra-train`` with the same overrides will look for it.
+is prepared exactly as ``lra-train`` with the same overrides will look for it. A user error
+(bad raw data, a damaged manifest, a full disk) is one message and exit status 2; ``--debug``
+shows its traceback.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import shlex
 import sys
 
 from omegaconf import OmegaConf
@@ -23,7 +26,8 @@ from omegaconf import OmegaConf
 from lra.data import listops
 from lra.data.prepared import prepared_dir, read_manifest, verify
 from lra.data.sources import data_path_exists
-from lra.data.tasks import TASKS, get_task
+from lra.data.tasks import TASKS, get_task, prepare_command, settings_diff
+from lra.errors import DEBUG_FLAG, debug_requested, run_cli
 
 log = logging.getLogger("lra.data")
 
@@ -46,15 +50,39 @@ def cmd_prepare(a: argparse.Namespace) -> int:
     path = a.path or task.get("path")
     if not data_path_exists(source, path):
         raise SystemExit(f"lra-data: {'--path' if a.path else 'task.path'} {path} does not exist")
+    task = {**task, "source": source, "path": path}
     out = prepared_dir(data_dir, a.task, task["profile"])
-    if read_manifest(out) is not None and not a.force:
-        print(f"{out} is already prepared (use --force to prepare it again)")
-        return 0
-    folder = spec.prepare(
-        {**task, "source": source, "path": path}, data_dir, source=source, path=path, workers=a.workers
-    )
+    manifest = None if a.force else read_manifest(out)  # --force prepares again whatever is there
+    if manifest is not None:
+        diff = settings_diff(task, manifest)
+        if not diff:
+            print(f"{out} is already prepared with these settings (use --force to prepare it again)")
+            return 0
+        new = prepare_command(task, [o for o in a.overrides if not o.startswith("task.profile=")])
+        print(
+            f"lra-data: {out} was prepared with other settings ({diff}); prepare these settings under a new "
+            f"profile with `{new} task.profile=NEW_NAME` (and pass the same task.profile to lra-train), "
+            f"or replace the prepared data with `{prepare_command(task, a.overrides)} --force`",
+            file=sys.stderr,
+        )
+        return 2
+    folder = spec.prepare(task, data_dir, source=source, path=path, workers=a.workers)
     _print_info(folder)
     return 0
+
+
+def _pathfinder_prepare(out: str, resolution: int, difficulty: str) -> str:
+    """The ``lra-data prepare`` command that reads what ``generate`` wrote: the task whose config has this
+    resolution (pathfinder 32, pathx 128), else pathfinder with the resolution and length overridden."""
+    configs = {t: _task_cfg(t, [])[0] for t in ("pathfinder", "pathx")}
+    by_resolution = {int(c["resolution"]): t for t, c in configs.items()}
+    name = by_resolution.get(resolution, "pathfinder")
+    cmd = ["lra-data", "prepare", name, "--source", "release", "--path", str(out)]
+    if resolution not in by_resolution:
+        cmd += [f"task.resolution={resolution}", f"task.max_len={resolution * resolution}"]
+    if difficulty != configs[name]["difficulty"]:
+        cmd.append(f"task.difficulty={difficulty}")
+    return shlex.join(cmd)
 
 
 def cmd_generate(a: argparse.Namespace) -> int:
@@ -63,19 +91,13 @@ def cmd_generate(a: argparse.Namespace) -> int:
         from lra.data import pathfinder_gen
 
         resolution = a.resolution or int(task["resolution"])
+        difficulty = a.difficulty or task["difficulty"]
         n = a.n or int(task["generator"]["n"])
         folder = pathfinder_gen.generate(
-            a.out,
-            resolution=resolution,
-            difficulty=a.difficulty or task["difficulty"],
-            n=n,
-            workers=a.workers,
-            seed=a.seed,
+            a.out, resolution=resolution, difficulty=difficulty, n=n, workers=a.workers, seed=a.seed
         )
-        print(
-            f"wrote {n} images to {folder} (release layout; prepare with: "
-            f"lra-data prepare {a.task} --source release --path {a.out})"
-        )
+        prepare = _pathfinder_prepare(a.out, resolution, difficulty)
+        print(f"wrote {n} images to {folder} (release layout; prepare with: {prepare})")
         return 0
     if a.task != "listops":
         raise SystemExit(f"lra-data generate: no generator for '{a.task}' (generators: listops, pathfinder, pathx)")
@@ -151,12 +173,11 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def cli() -> int:
-    """The ``lra-data`` command: ``main`` with data errors shown as one message, not a traceback."""
-    try:
-        return main()
-    except (OSError, ValueError, ImportError) as e:  # missing or bad raw data, corrupt prepared data
-        print(f"lra-data: {e}", file=sys.stderr)
-        return 2
+    """The ``lra-data`` command: ``main`` with user errors (missing or bad raw data, corrupt prepared data,
+    a bad config value) shown as one message, exit status 2; ``--debug`` shows the traceback."""
+    argv = sys.argv[1:]
+    debug = debug_requested(argv)
+    return run_cli("lra-data", lambda: main([a for a in argv if a != DEBUG_FLAG]), debug=debug)
 
 
 if __name__ == "__main__":

@@ -3,7 +3,8 @@
 The generator follows LRA's ``data/listops.py``: a random tree in which a node above the
 depth limit is a digit with probability 0.75 and otherwise one of MIN, MAX, MED, SM over
 2..max_args arguments. The serialisation is byte-compatible with the release's
-``basic_{train,val,test}.tsv`` (header ``Source\\tTarget``).
+``basic_{train,val,test}.tsv``: LRA writes them with ``csv.writer(f, delimiter="\\t")``, so the
+header is ``Source\\tTarget`` and every line ends with ``\\r\\n`` (the csv module's default).
 """
 
 from __future__ import annotations
@@ -128,13 +129,13 @@ def generate(cfg: GeneratorConfig, workers: int = 1, progress: bool = True) -> d
 
 
 def write_tsv(path: Path, rows: Iterable[tuple[str, int]]) -> None:
-    """Write the release format (header ``Source\\tTarget``), atomically."""
+    """Write the release format as LRA's generator does (``csv.writer``, tab, ``\\r\\n``), atomically."""
     path = Path(path)
     tmp = path.with_name(path.name + f".tmp-{os.getpid()}")
     with open(tmp, "w", newline="") as f:
-        f.write("Source\tTarget\n")
-        for text, label in rows:
-            f.write(f"{text}\t{label}\n")
+        writer = csv.writer(f, delimiter="\t", lineterminator="\r\n")
+        writer.writerow(["Source", "Target"])
+        writer.writerows(rows)
     os.replace(tmp, path)
 
 

@@ -19,6 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
+from lra.errors import read_json, space_for
+
 MANIFEST = "manifest.json"
 PREPROCESSING_VERSION = 1
 
@@ -86,8 +88,10 @@ class PreparedWriter:
     def add_split(self, split: str, ids: np.ndarray, labels: np.ndarray) -> None:
         if len(ids) != len(labels):
             raise ValueError(f"split '{split}': {len(ids)} inputs but {len(labels)} labels")
-        np.save(self.tmp / f"{split}.ids.npy", ids)
-        np.save(self.tmp / f"{split}.labels.npy", np.asarray(labels, dtype=np.int64))
+        labels = np.asarray(labels, dtype=np.int64)
+        with space_for(self.out_dir.parent, ids.nbytes + labels.nbytes):
+            np.save(self.tmp / f"{split}.ids.npy", ids)
+            np.save(self.tmp / f"{split}.labels.npy", labels)
         self._record(split)
 
     def add_chunks(
@@ -149,11 +153,17 @@ class PreparedWriter:
 
 
 def read_manifest(folder: Path) -> dict | None:
-    path = Path(folder) / MANIFEST
+    """The manifest of a prepared folder, None when it has none; one that is not valid JSON raises a
+    ValueError naming the file and the command that prepares the folder again."""
+    folder = Path(folder)
+    path = folder / MANIFEST
     if not path.is_file():
         return None
-    with open(path) as f:
-        return json.load(f)
+    remake = (
+        f"`lra-data prepare {folder.parent.name} task.profile={folder.name} --force` "
+        "(with the other task.* overrides it was prepared with)"
+    )
+    return read_json(path, remake)
 
 
 def load_split(folder: Path, split: str) -> tuple[np.ndarray, np.ndarray]:

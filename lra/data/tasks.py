@@ -136,8 +136,10 @@ def _prepare_pathfinder(
     out = prepared_dir(data_dir, task["name"], task["profile"])
     resolution, difficulty = int(task["resolution"]), task["difficulty"]
     if source == "generate":
-        # the generated images stay beside the prepared arrays, in the release layout
+        # the generated images stay beside the prepared arrays, in the release layout; the folder starts empty,
+        # so the images (and metadata files) of an earlier preparation with other settings are never read
         path = out.with_name(out.name + ".images")
+        shutil.rmtree(path, ignore_errors=True)
         gen = task["generator"]
         log.info(
             "generating %d Pathfinder images (%dx%d, %s) with %d worker(s) into %s",
@@ -156,6 +158,11 @@ def _prepare_pathfinder(
     else:
         path = require_release_path(path)
     images, labels = pathfinder.read_pathfinder(path, resolution, difficulty)
+    if source == "generate" and len(labels) != int(task["generator"]["n"]):
+        raise CorruptDataError(
+            f"{path}: read {len(labels)} generated images, task.generator.n is {task['generator']['n']}; "
+            f"delete {path} and prepare again with --force"
+        )
     meta = _pathfinder_meta({**task, "source": source})
     with PreparedWriter(out, task=task["name"], profile=task["profile"], source=source, meta=meta) as w:
         for split, idx in pathfinder.split_indices(len(labels), seed=int(task["split_seed"])).items():
@@ -297,6 +304,17 @@ def check_labels(folder: Path, n_classes: int) -> Path:
     return folder
 
 
+def settings_diff(task: dict, manifest: dict) -> str:
+    """The preprocessing settings in which a prepared folder (its manifest) differs from ``task``,
+    as ``"key: prepared X, config Y, ..."``; empty when the folder was made with the same settings."""
+    spec = get_task(task["name"])
+    expected = spec.expected_meta(task)
+    found = {k: manifest["meta"].get(k) for k in expected}
+    if spec.generated_source in (task["source"], manifest["source"]):  # generated data never stands in for real
+        expected["source"], found["source"] = task["source"], manifest["source"]
+    return ", ".join(f"{k}: prepared {found[k]!r}, config {expected[k]!r}" for k in expected if found[k] != expected[k])
+
+
 def ensure_prepared(task: dict, data_dir: str | Path, *, overrides: list[str] | None = None, workers: int = 1) -> Path:
     """The prepared folder for ``task``; generated tasks are prepared on first use.
 
@@ -316,14 +334,8 @@ def ensure_prepared(task: dict, data_dir: str | Path, *, overrides: list[str] | 
             f"no prepared data for task '{task['name']}' at {folder}.\nPrepare it once with:\n  "
             + prepare_command(task, overrides)
         )
-    expected = spec.expected_meta(task)
-    found = {k: manifest["meta"].get(k) for k in expected}
-    if spec.generated_source in (task["source"], manifest["source"]):  # generated data never stands in for real
-        expected["source"], found["source"] = task["source"], manifest["source"]
-    if found != expected:
-        diff = ", ".join(
-            f"{k}: prepared {found[k]!r}, config {expected[k]!r}" for k in expected if found[k] != expected[k]
-        )
+    diff = settings_diff(task, manifest)
+    if diff:
         raise MissingDataError(
             f"prepared data at {folder} was made with other settings ({diff}).\nPrepare it again with:\n  "
             + prepare_command(task, overrides)

@@ -5,7 +5,8 @@ kappa tokens, which attend to each other exactly; every token also sees the othe
 one summary vector each, and mixes them with softmax weights over its affinities to the surrogates.
 Cost O(N*Nc*d + Nc*kappa^2*d), memory O(N*Nc + Nc*kappa^2): linear in N for fixed Nc and kappa.
 
-The steps below follow docs/attention.md ("cast"), numbered as there. Shapes: q, k, v (B, H, N, d);
+``CASTAttention.attend`` runs five numbered steps (1 affinities, 2 assignment, 3 intra-cluster
+attention, 4 cluster summaries, 5 combination), each with its formula. Shapes: q, k, v (B, H, N, d);
 mask (B, N), True = real token. Non-causal only.
 """
 

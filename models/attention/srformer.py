@@ -4,7 +4,7 @@ Paper: Long, Chowdhury, Roy, "Segmented Recurrent Transformer: An Efficient Sequ
 Model", Findings of EMNLP 2023 (arXiv 2305.16340). Not to be confused with SRFormer, the
 unrelated image super-resolution model.
 
-Adaptation (this project's, see docs/attention.md): the paper applies the idea to encoder-decoder
+Adaptation (this project's): the paper applies the idea to encoder-decoder
 cross-attention, where each decoder query attends exactly to one segment of the encoder output
 and the rest of the encoder output reaches it through a recurrent accumulate-and-fire (RAF)
 neuron fed with ``K^T V - K_s^T V_s``. LRA needs encoder self-attention, so here the sequence
