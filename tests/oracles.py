@@ -1,6 +1,13 @@
-"""Independent reference computations the tests compare against."""
+"""Independent reference computations the tests compare against.
+
+Each oracle is written from the formula (the module docstrings and README state them), looping over
+batch items, heads, segments or tokens with explicit indices, and never calls the module's own
+attention code: only its parameters (projections, W_kv, theta, ...) are read. Run them in float64.
+"""
 
 from __future__ import annotations
+
+import math
 
 import torch
 from torch import Tensor
@@ -15,16 +22,84 @@ def softmax_attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None) -> T
     return torch.einsum("bhij,bhjd->bhid", torch.softmax(scores, dim=-1), v)
 
 
-def vanilla_with_projections(module, x: Tensor, mask: Tensor | None) -> Tensor:
-    """Exact softmax attention using ``module``'s own q/k/v/out projections. Returns (B, N, D)."""
+def split_qkv(module, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """q, k, v (B, H, N, d) from ``module``'s own q/k/v projections."""
     b, n, dm = x.shape
     h = module.n_heads
 
     def split(t):
         return t.view(b, n, h, dm // h).transpose(1, 2)
 
-    o = softmax_attention(split(module.q_proj(x)), split(module.k_proj(x)), split(module.v_proj(x)), mask)
-    y = module.out_proj(o.transpose(1, 2).reshape(b, n, dm))
-    if mask is not None:
-        y = y * mask[..., None]
-    return y
+    return split(module.q_proj(x)), split(module.k_proj(x)), split(module.v_proj(x))
+
+
+def merge_and_project(module, o: Tensor, mask: Tensor | None) -> Tensor:
+    """Heads (B, H, N, d) merged, ``module.out_proj``, zero at padding: (B, N, D)."""
+    b, h, n, d = o.shape
+    y = module.out_proj(o.transpose(1, 2).reshape(b, n, h * d))
+    return y if mask is None else y * mask[..., None]
+
+
+def vanilla_with_projections(module, x: Tensor, mask: Tensor | None) -> Tensor:
+    """Exact softmax attention using ``module``'s own q/k/v/out projections. Returns (B, N, D)."""
+    return merge_and_project(module, softmax_attention(*split_qkv(module, x), mask), mask)
+
+
+def _softmax_rows(q_i: Tensor, keys: Tensor, values: Tensor) -> Tensor:
+    """sum_t softmax_t(q_i . k_t / sqrt(d)) v_t for one query q_i (d,), keys/values (T, d)."""
+    scores = torch.stack([q_i @ k_t for k_t in keys]) / math.sqrt(q_i.shape[0])
+    return torch.softmax(scores, dim=0) @ values
+
+
+def srformer_reference(module, x: Tensor, mask: Tensor | None) -> Tensor:
+    """SRformer's output, segment by segment and token by token, with ``module``'s weights. (B, N, D).
+
+    Per head: local softmax inside the segment (causal: keys t <= i); K, V zero at padding;
+    P_s = sum_{t in s} k_t v_t^T; C_s = sum_{r != s} P_r (causal: sum_{r < s} P_r); ``normalized``
+    divides C_s by its RMS over the d x d entries. Neuron: U <- lam U + D_s with
+    D_s[a, e] = sum_f C_s[a, f] W_kv[e, f] (nn.Linear applied to each row of C_s); u = U / theta - 1;
+    R_s = relu(u) (spike: [u > 0]); U <- U - theta [u > 0]. Recurrent term of query i in segment s:
+    ``normalized``: g sum_a q_a R_s[a, e] / (sqrt(d) (rms(R_s) + eps));
+    ``paper``: sum_a q_a R_s[a, e] / (||K[:, e]|| + eps), the norm over the real tokens (causal: of
+    the earlier segments).
+    """
+    b, n, _ = x.shape
+    eps, m, causal, normalized = 1e-6, module.segment_size, module.causal, module.scaling == "normalized"
+    q, k, v = split_qkv(module, x)
+    h, d = q.shape[1], q.shape[-1]
+    valid = torch.ones(b, n, dtype=torch.bool) if mask is None else mask
+    w_kv = module.kv_map.weight  # (d, d), rows = output features
+    theta = torch.log1p(torch.exp(module.theta_raw)) + 1e-3  # softplus(theta_raw) + 1e-3
+    lam = 1 / (1 + torch.exp(-module.lam_raw))  # sigmoid(lam_raw)
+    segments = [list(range(s, min(s + m, n))) for s in range(0, n, m)]
+    out = torch.zeros_like(q)
+    for bi in range(b):
+        real = {i for i in range(n) if valid[bi, i]}
+        for hi in range(h):
+            kk, vv, qq = k[bi, hi], v[bi, hi], q[bi, hi]
+            p = [sum((torch.outer(kk[t], vv[t]) for t in seg if t in real), q.new_zeros(d, d)) for seg in segments]
+            membrane = q.new_zeros(d, d)
+            for s, seg in enumerate(segments):
+                others = range(s) if causal else [r for r in range(len(segments)) if r != s]
+                c = sum((p[r] for r in others), q.new_zeros(d, d))
+                if normalized:
+                    c = c / (c.square().mean().sqrt() + eps)
+                drive = torch.einsum("af,ef->ae", c, w_kv)
+                membrane = lam * membrane + drive
+                u = membrane / theta - 1
+                r = (u > 0).to(u.dtype) if module.spike else u.clamp_min(0)
+                membrane = membrane - theta * (u > 0).to(u.dtype)
+                earlier = [t for t in real if t < seg[0]] if causal else real
+                k_norm = torch.stack([sum((kk[t, e] ** 2 for t in earlier), q.new_zeros(())) for e in range(d)]).sqrt()
+                for i in seg:
+                    if i not in real:
+                        continue
+                    keys = [t for t in seg if t in real and (t <= i or not causal)]
+                    local = _softmax_rows(qq[i], kk[keys], vv[keys])
+                    rec = torch.einsum("a,ae->e", qq[i], r)
+                    if normalized:
+                        rec = module.gate * rec / (math.sqrt(d) * (r.square().mean().sqrt() + eps))
+                    else:
+                        rec = rec / (k_norm + eps)
+                    out[bi, hi, i] = local + rec
+    return merge_and_project(module, out, mask)
