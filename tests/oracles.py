@@ -103,3 +103,38 @@ def srformer_reference(module, x: Tensor, mask: Tensor | None) -> Tensor:
                         rec = rec / (k_norm + eps)
                     out[bi, hi, i] = local + rec
     return merge_and_project(module, out, mask)
+
+
+def tssa_reference(module, x: Tensor, mask: Tensor | None) -> Tensor:
+    """TSSA's output token by token, with ``module``'s U, tau and output projection. (B, N, D).
+
+    W = x U (bias included) per head, zero at padding. Non-causal: W_hat = W / ||W|| (norm over the
+    tokens, per head and channel); Pi[h, i] = softmax_h(tau_h sum_c W_hat[h, i, c]^2), zero at padding;
+    s[h, c] = sum_i Pi[h, i] W[h, i, c]^2 / (sum_i Pi[h, i] + 1e-8); Y = -Pi W / (1 + s).
+    Causal: every sum over tokens runs over j <= i (the norm squared clamped at 1e-24).
+    """
+    b, n, dm = x.shape
+    h = module.n_heads
+    valid = torch.ones(b, n, dtype=torch.bool) if mask is None else mask
+    w = module.u_proj(x).view(b, n, h, dm // h) * valid[:, :, None, None]  # (B, N, H, d)
+    y = torch.zeros_like(w)
+    for bi in range(b):
+        total = sum(w[bi, t].square() for t in range(n))  # (H, d): ||W||^2 per head and channel
+        prefix = torch.zeros_like(total)
+        pi = []  # token j's memberships (H,); causal: from the prefix t <= j, as seen at step j
+        for j in range(n):
+            prefix = prefix + w[bi, j].square()  # (H, d): sum_{t <= j} W[t]^2
+            norm_sq = (prefix if module.causal else total).clamp_min(1e-24)
+            logits = [module.tau[hh] * (w[bi, j, hh].square() / norm_sq[hh]).sum() for hh in range(h)]
+            pi.append(torch.softmax(torch.stack(logits), dim=0) * valid[bi, j])
+        for hh in range(h):
+            num = [pi[j][hh] * w[bi, j, hh].square() for j in range(n)]  # (d,) per token
+            den = [pi[j][hh] for j in range(n)]
+            num_sum, den_sum = sum(num), sum(den)
+            num_prefix, den_prefix = torch.zeros_like(num[0]), torch.zeros_like(den[0])
+            for i in range(n):
+                num_prefix, den_prefix = num_prefix + num[i], den_prefix + den[i]  # sums over j <= i
+                stat = num_prefix / (den_prefix + 1e-8) if module.causal else num_sum / (den_sum + 1e-8)  # (d,)
+                y[bi, i, hh] = -pi[i][hh] * w[bi, i, hh] / (1 + stat)
+    out = module.out_proj(y.reshape(b, n, dm))
+    return out * valid[..., None]
