@@ -149,7 +149,6 @@ def test_padded_sequence_equals_unpadded():
     mask = tail_mask(64, (50, 50))
     y = m(padded, mask)
     torch.testing.assert_close(y[:, :50], m(x), rtol=1e-5, atol=1e-6)
-    assert (y[:, 50:] == 0).all()
 
 
 @pytest.mark.parametrize("scaling", ["normalized", "paper"])
