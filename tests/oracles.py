@@ -138,3 +138,50 @@ def tssa_reference(module, x: Tensor, mask: Tensor | None) -> Tensor:
                 y[bi, i, hh] = -pi[i][hh] * w[bi, i, hh] / (1 + stat)
     out = module.out_proj(y.reshape(b, n, dm))
     return out * valid[..., None]
+
+
+def clustered_loop(q, k, v, clusters, valid, num_clusters: int, topk: int | None) -> Tensor:
+    """Clustered attention (topk=None) or improved clustered attention, per batch item, head, cluster, query.
+
+    q, k, v (B, H, N, d); clusters (B, H, N) the cluster of each query; valid (B, N) True = real.
+    Centroid Qc_j = mean of its real queries; Ac_j = softmax over the real keys of Qc_j k / sqrt(d).
+    Plain: O_i = Ac_j V. Improved: T_j = the topk keys of Ac_j, m_j = sum_{T_j} Ac_j,
+    O_i = m_j softmax_{T_j}(q_i k / sqrt(d)) V_{T_j} + sum_{s not in T_j} Ac_j[s] v_s. Zero at padding.
+    """
+    out = torch.zeros_like(q)
+    scale = q.shape[-1] ** -0.5
+    for b in range(q.shape[0]):
+        keys = valid[b].nonzero().squeeze(1)
+        for h in range(q.shape[1]):
+            kk, vv = k[b, h, keys], v[b, h, keys]
+            for j in range(num_clusters):
+                members = [i for i in range(q.shape[2]) if clusters[b, h, i] == j and valid[b, i]]
+                if not members:
+                    continue
+                ac = torch.softmax(kk @ q[b, h, members].mean(0) * scale, dim=0)  # (real keys,)
+                top = ac.topk(min(topk, len(keys))).indices if topk else torch.zeros(0, dtype=torch.long)
+                rest = torch.ones(len(keys), dtype=torch.bool)
+                rest[top] = False
+                for i in members:
+                    a = ac[top].sum() * torch.softmax(kk[top] @ q[b, h, i] * scale, dim=0)
+                    out[b, h, i] = a @ vv[top] + ac[rest] @ vv[rest]
+    return out
+
+
+def clustered_reference(module, x: Tensor, mask: Tensor | None) -> Tensor:
+    """The clustered / improved clustered layer, given the clustering ``module.cluster`` draws. (B, N, D).
+
+    A sequence with at most C real tokens gets exact attention over its real keys instead.
+    """
+    b, n, _ = x.shape
+    q, k, v = split_qkv(module, x)
+    valid = torch.ones(b, n, dtype=torch.bool) if mask is None else mask
+    c = module.num_clusters
+    if n > c:  # the module's own random draw, for the whole batch as its forward makes it
+        out = clustered_loop(q, k, v, module.cluster(q, valid), valid, c, getattr(module, "topk", None))
+    else:
+        out = torch.zeros_like(q)
+    for bi in range(b):
+        if int(valid[bi].sum()) <= c:
+            out[bi] = softmax_attention(q[bi : bi + 1], k[bi : bi + 1], v[bi : bi + 1], valid[bi : bi + 1])[0]
+    return merge_and_project(module, out, mask)
