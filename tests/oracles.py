@@ -185,3 +185,67 @@ def clustered_reference(module, x: Tensor, mask: Tensor | None) -> Tensor:
         if int(valid[bi].sum()) <= c:
             out[bi] = softmax_attention(q[bi : bi + 1], k[bi : bi + 1], v[bi : bi + 1], valid[bi : bi + 1])[0]
     return merge_and_project(module, out, mask)
+
+
+def slow_rounds(ag: torch.Tensor, kappa: int) -> list[int]:
+    """The rounds of single assignment, token by token, for one (N, Nc) affinity matrix."""
+    n, nc = ag.shape
+    assign, members = [-1] * n, [[] for _ in range(nc)]
+    while True:
+        open_ = [j for j in range(nc) if len(members[j]) < kappa]
+        free = [i for i in range(n) if assign[i] < 0 and ag[i, 0] > float("-inf")]
+        if not open_ or not free:
+            return assign
+        proposals = {j: [] for j in open_}
+        for i in free:
+            proposals[max(open_, key=lambda j, i=i: ag[i, j])].append(i)
+        for j, bidders in proposals.items():
+            bidders.sort(key=lambda i, j=j: -ag[i, j])
+            for i in bidders[: kappa - len(members[j])]:
+                assign[i] = j
+                members[j].append(i)
+
+
+def slow_cast(q, k, v, s, mask, kappa, clustering):
+    """Steps 1-5 of docs/attention.md for one head, token by token. q, k, v (N, d); s (Nc, d)."""
+    n, d = q.shape
+    nc = s.shape[0]
+    real = [i for i in range(n) if mask[i]]
+    aq, ak = q @ s.T / d**0.5, k @ s.T / d**0.5
+    if clustering == "topk":
+        clusters = [sorted(real, key=lambda i, j=j: -(aq[i, j] + ak[i, j]))[:kappa] for j in range(nc)]
+    else:
+        ag = (aq + ak).masked_fill(~mask[:, None], float("-inf"))
+        assign = slow_rounds(ag, kappa)
+        clusters = [[i for i in real if assign[i] == j] for j in range(nc)]
+    r_inter = []
+    for j, members in enumerate(clusters):
+        if not members:  # an empty sum
+            r_inter.append(q.new_zeros(d))
+            continue
+        a = torch.softmax(torch.stack([ak[i, j] for i in members]), 0)
+        r_inter.append(sum(a[t] * v[i] for t, i in enumerate(members)))
+    out = q.new_zeros(n, d)
+    for i in real:
+        w = torch.softmax(aq[i], 0)
+        for j, members in enumerate(clusters):
+            if i in members:
+                a = torch.softmax(torch.stack([q[i] @ k[t] / d**0.5 for t in members]), 0)
+                out[i] += w[j] * sum(a[u] * v[t] for u, t in enumerate(members))
+            else:
+                out[i] += w[j] * r_inter[j]
+    return out
+
+
+def cast_reference(module, x: Tensor, mask: Tensor | None) -> Tensor:
+    """The CAST layer: :func:`slow_cast` per batch item and head with ``module``'s own weights. (B, N, D)."""
+    b, n, _ = x.shape
+    q, k, v = split_qkv(module, x)
+    valid = torch.ones(b, n, dtype=torch.bool) if mask is None else mask
+    kappa = min(module.cluster_size, n)
+    out = torch.zeros_like(q)
+    for bi in range(b):
+        for hi in range(q.shape[1]):
+            s = module.surrogates[hi]
+            out[bi, hi] = slow_cast(q[bi, hi], k[bi, hi], v[bi, hi], s, valid[bi], kappa, module.clustering)
+    return merge_and_project(module, out, mask)
