@@ -207,7 +207,7 @@ def slow_rounds(ag: torch.Tensor, kappa: int) -> list[int]:
 
 
 def slow_cast(q, k, v, s, mask, kappa, clustering):
-    """Steps 1-5 of docs/attention.md for one head, token by token. q, k, v (N, d); s (Nc, d)."""
+    """CAST steps 1-5 (models/attention/cast.py) for one head, token by token. q, k, v (N, d); s (Nc, d)."""
     n, d = q.shape
     nc = s.shape[0]
     real = [i for i in range(n) if mask[i]]

@@ -1,4 +1,4 @@
-"""The rules of docs/attention.md, run against every registered mechanism."""
+"""The rules every registered attention mechanism obeys (models/attention/__init__.py), run against each one."""
 
 import pytest
 import torch

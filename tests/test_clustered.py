@@ -1,4 +1,4 @@
-"""Clustered and improved clustered attention: the identities of docs/attention.md and the k-means."""
+"""Clustered and improved clustered attention: the equations pinned, the limits, and the k-means."""
 
 import pytest
 import torch

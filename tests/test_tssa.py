@@ -1,4 +1,4 @@
-"""TSSA (ToST): the identities of docs/attention.md and of the causal prefix-sum form."""
+"""TSSA (ToST): the identities its module docstring states, the causal prefix-sum form, and the formula pinned."""
 
 import pytest
 import torch
