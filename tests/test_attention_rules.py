@@ -1,4 +1,4 @@
-"""The rules every registered attention mechanism obeys (models/attention/__init__.py), run against each one."""
+"""Rules every registered attention mechanism obeys (padding, finiteness, gradients, eval mode), run on each."""
 
 import pytest
 import torch
