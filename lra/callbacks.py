@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import statistics
 import time
 
 import lightning as L
 import torch
 
+from lra.dist import all_reduce
 from lra.memory import peak_rss_mb, reset_peak_rss
 
 log = logging.getLogger(__name__)
@@ -21,11 +23,19 @@ def _sync(module: L.LightningModule) -> None:
 
 
 class StepTimer(L.Callback):
-    """Times each training step (forward, backward, optimizer), CUDA synchronised.
+    """Times each optimizer step (forward, backward, optimizer; every batch of an accumulated step),
+    CUDA synchronised.
 
-    The first ``warmup`` steps are not timed (allocator warm-up, kernel selection). Reports the
-    median step time and throughput over the timed steps: ``tokens_per_s`` counts real
-    (non-padding) tokens, ``all_tokens_per_s`` every position.
+    The first ``warmup`` steps are not timed (allocator warm-up, kernel selection). Over the timed
+    steps only it reports ``step_time_ms`` (the median) and ``step_time_mean_ms``, and throughputs
+    as the timed steps' total count over their total time (so ``tokens_per_s`` equals tokens per
+    step / ``step_time_mean_ms``; a median that is far below the mean means some steps were slowed
+    down, e.g. by other processes on the CPUs). ``tokens_per_s`` counts real (non-padding) tokens,
+    ``all_tokens_per_s`` every position.
+
+    Under DDP every rank times its own steps (synchronising its own device) and the counts are
+    summed over the ranks at each step, so the throughput is the whole job's; the times kept (and
+    saved in checkpoints) are rank 0's.
     """
 
     def __init__(self, warmup: int = 5):
@@ -55,6 +65,7 @@ class StepTimer(L.Callback):
         self._seen += 1
         if self._seen <= self.warmup:
             return
+        all_tokens, real_tokens, samples = (int(v) for v in all_reduce(trainer, [all_tokens, real_tokens, samples]))
         self.times.append(dt)
         self.all_tokens += all_tokens
         self.real_tokens += real_tokens
@@ -71,17 +82,21 @@ class StepTimer(L.Callback):
         self._seen = state["seen"]
 
     def summary(self) -> dict[str, float | None]:
+        """The timing fields of the result record (None when no step was timed, with a warning)."""
+        fields = ("step_time_ms", "step_time_mean_ms", "tokens_per_s", "all_tokens_per_s", "samples_per_s")
         if not self.times:
-            return {
-                "step_time_ms": None,
-                "tokens_per_s": None,
-                "all_tokens_per_s": None,
-                "samples_per_s": None,
-                "timed_steps": 0,
-            }
+            log.warning(
+                "no training step was timed: the run made %d optimizer step(s) and measure.warmup_steps=%d are "
+                "not timed, so step_time_ms and tokens_per_s are null; raise trainer.max_steps or lower "
+                "measure.warmup_steps",
+                self._seen,
+                self.warmup,
+            )
+            return {**dict.fromkeys(fields), "timed_steps": 0}
         total = sum(self.times)
         return {
             "step_time_ms": 1000 * statistics.median(self.times),
+            "step_time_mean_ms": 1000 * total / len(self.times),
             "tokens_per_s": self.real_tokens / total,
             "all_tokens_per_s": self.all_tokens / total,
             "samples_per_s": self.samples / total,
@@ -89,8 +104,28 @@ class StepTimer(L.Callback):
         }
 
 
+def describe_timing(timing: dict) -> str:
+    """``StepTimer.summary()`` in a few words for the log line."""
+    if not timing["timed_steps"]:
+        return "no step timed"
+    return (
+        f"step {timing['step_time_ms']:.1f} ms median, {timing['step_time_mean_ms']:.1f} ms mean, "
+        f"{timing['tokens_per_s']:.0f} tokens/s over {timing['timed_steps']} timed steps"
+    )
+
+
+def cpu_conditions() -> dict[str, int]:
+    """What the CPU timing ran with: torch's intra-op threads and the CPUs this process may use."""
+    return {"threads": torch.get_num_threads(), "cpus_available": len(os.sched_getaffinity(0))}
+
+
+def load_average() -> list[float]:
+    """The system's 1, 5 and 15 minute load averages (other processes competing for the CPUs)."""
+    return [round(x, 2) for x in os.getloadavg()]
+
+
 class PeakMemory(L.Callback):
-    """Peak memory in MB during fit and test.
+    """Peak memory in MB during fit and test (``job_peak_mb``: the largest of the ranks').
 
     GPU: the CUDA allocator's peak (reset at fit start). CPU: the process's peak resident set
     (VmHWM); Linux lets a process reset it (``clear_refs``), so in a sweep that runs several
@@ -108,12 +143,17 @@ class PeakMemory(L.Callback):
             reset_peak_rss()
 
     def peak_mb(self) -> float:
+        """This process's peak."""
         if self.device_type == "cuda":
             return torch.cuda.max_memory_allocated() / 2**20
         return peak_rss_mb()
 
+    def job_peak_mb(self, trainer: L.Trainer) -> float:
+        """The largest peak over the ranks (every rank must call it)."""
+        return all_reduce(trainer, [self.peak_mb()], op="max")[0]
+
     def on_train_epoch_end(self, trainer, pl_module) -> None:
-        pl_module.log("perf/peak_mem_mb", self.peak_mb())
+        pl_module.log("perf/peak_mem_mb", self.peak_mb(), sync_dist=True, reduce_fx="max")
 
 
 class NonFiniteLoss(L.Callback):

@@ -5,13 +5,17 @@ from __future__ import annotations
 import logging
 import math
 import random
+from collections import deque
 
 import lightning as L
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torchmetrics import MeanMetric, SumMetric
 from torchmetrics.classification import MulticlassAccuracy
+
+from lra.dist import all_reduce
 
 log = logging.getLogger(__name__)
 SCHEDULES = ("rsqrt", "cosine", "constant")
@@ -55,6 +59,10 @@ class LRAModule(L.LightningModule):
     A NaN/inf training loss either reaches the ``NonFiniteLoss`` callback, which stops the run
     (``on_nonfinite="stop"``), or skips the batch (``"skip"``: no backward, no optimizer update;
     the step counter and the schedule still advance) up to ``max_consecutive_skips`` in a row.
+
+    ``train_loss`` is the mean finite training loss over the last logging interval
+    (``trainer.log_every_n_steps`` optimizer steps, i.e. that many times ``accumulate_grad_batches``
+    batches), kept in checkpoints so a resumed run reports the same number.
     """
 
     def __init__(
@@ -93,7 +101,13 @@ class LRAModule(L.LightningModule):
         self.acc = nn.ModuleDict(
             {s: MulticlassAccuracy(n_classes, average="micro") for s in ("train_", "val_", "test_")}
         )
+        # Evaluation loss and example count as metrics: under DDP their states are summed over the
+        # ranks, so val/test numbers cover the whole split once, whatever each rank's share.
+        self.eval_loss = nn.ModuleDict({s: MeanMetric() for s in ("val_", "test_")})
+        self.examples = nn.ModuleDict({s: SumMetric() for s in ("val_", "test_")})
         self.last_train_loss = float("nan")
+        self.recent_losses: deque[float] = deque()
+        self._window_set = False
 
     def mask(self, ids: Tensor) -> Tensor | None:
         return None if self.pad_id is None else ids != self.pad_id
@@ -107,18 +121,27 @@ class LRAModule(L.LightningModule):
         return logits, F.cross_entropy(logits.float(), batch["label"])
 
     def _log(self, batch: dict[str, Tensor], split: str, logits: Tensor, loss: Tensor) -> None:
+        n = len(batch["label"])
         self.acc[split + "_"](logits.argmax(-1), batch["label"])
-        on_step = split == "train"
-        self.log(
-            f"{split}/loss", loss, on_step=on_step, on_epoch=not on_step, prog_bar=True, batch_size=len(batch["label"])
-        )
-        self.log(f"{split}/acc", self.acc[split + "_"], on_step=on_step, on_epoch=not on_step, prog_bar=True)
+        if split == "train":  # the step's loss averaged over the ranks (training_step): the global batch's
+            value = torch.tensor(self.last_train_loss if math.isfinite(self.last_train_loss) else float(loss))
+            self.log("train/loss", value, on_step=True, on_epoch=False, prog_bar=True, batch_size=n)
+            self.log("train/acc", self.acc["train_"], on_step=True, on_epoch=False, prog_bar=True)
+            return
+        self.eval_loss[split + "_"].update(loss.detach().float(), weight=n)
+        self.examples[split + "_"].update(torch.tensor(float(n), device=loss.device))
+        self.log(f"{split}/loss", self.eval_loss[split + "_"], on_step=False, on_epoch=True, prog_bar=True)
+        self.log(f"{split}/acc", self.acc[split + "_"], on_step=False, on_epoch=True, prog_bar=True)
+        self.log(f"{split}/examples", self.examples[split + "_"], on_step=False, on_epoch=True)
 
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor | None:
         logits, loss = self._loss(batch)
-        value = float(loss.detach())
+        # under DDP the mean over the ranks (the global batch's loss): every rank keeps the same
+        # numbers (so rank 0's checkpoint holds them for all) and makes the same skip decision
+        (value,) = all_reduce(self.trainer, [float(loss.detach())], op="mean")
         if math.isfinite(value):
             self.last_train_loss, self.consecutive_skips = value, 0
+            self.recent_losses.append(value)
         elif self.on_nonfinite == "skip":
             return self._skip(value)
         self._log(batch, "train", logits, loss)
@@ -145,6 +168,16 @@ class LRAModule(L.LightningModule):
         self.log("train/skipped_batches", float(self.skipped_batches), on_step=True, on_epoch=False)
         return None
 
+    @property
+    def train_loss(self) -> float | None:
+        """The mean of ``recent_losses`` (None before the first finite training loss)."""
+        return sum(self.recent_losses) / len(self.recent_losses) if self.recent_losses else None
+
+    def on_fit_start(self) -> None:
+        window = max(1, self.trainer.log_every_n_steps) * self.trainer.accumulate_grad_batches
+        self.recent_losses = deque(self.recent_losses, maxlen=window)
+        self._window_set = True
+
     def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
         self._log(batch, "val", *self._loss(batch))
 
@@ -160,8 +193,13 @@ class LRAModule(L.LightningModule):
             "numpy": _numpy_state_to_torch(np.random.get_state()),
             "python": random.getstate(),
         }
+        checkpoint["recent_losses"] = list(self.recent_losses)
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
+        if "recent_losses" in checkpoint:
+            # a checkpoint restored before on_fit_start (the usual order) is bounded there
+            maxlen = self.recent_losses.maxlen if self._window_set else None
+            self.recent_losses = deque(checkpoint["recent_losses"], maxlen=maxlen)
         states = checkpoint.get("rng_states")
         if states is None:
             return

@@ -23,12 +23,17 @@ RESULT_FIELDS = (
     "test_acc",
     "train_loss",
     "step_time_ms",
+    "step_time_mean_ms",
     "tokens_per_s",
     "samples_per_s",
     "peak_mem_mb",
     "device",
     "precision",
     "wall_s",
+    "threads",
+    "cpus_available",
+    "load_avg_start",
+    "load_avg_end",
     "git_sha",
     "overrides",
     "config",
@@ -65,14 +70,13 @@ def without_no_effect(config: dict) -> dict:
     return c
 
 
-def write_json_atomic(path: str | Path, obj) -> None:
-    """Write JSON to a temporary file in the same folder, fsync, then rename over ``path``."""
+def write_text_atomic(path: str | Path, text: str) -> None:
+    """Write ``text`` to a temporary file in the same folder, fsync, then rename it over ``path``."""
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(obj, f, indent=2, sort_keys=False)
-            f.write("\n")
+        with os.fdopen(fd, "w", newline="") as f:
+            f.write(text)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -81,17 +85,9 @@ def write_json_atomic(path: str | Path, obj) -> None:
         raise
 
 
-def write_text_atomic(path: str | Path, text: str) -> None:
-    """Write text to a temporary file in the same folder, then rename it over ``path``."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+def write_json_atomic(path: str | Path, obj) -> None:
+    """JSON written with ``write_text_atomic``."""
+    write_text_atomic(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
 
 
 def git_sha() -> str | None:
@@ -110,10 +106,15 @@ def git_sha() -> str | None:
     return sha.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
 
 
+# Fields records written before they existed lack; ``load_result`` gives them as None.
+LATER_FIELDS = ("step_time_mean_ms", "threads", "cpus_available", "load_avg_start", "load_avg_end")
+
+
 def load_result(path: str | Path) -> dict:
     """Read a result.json; an incomplete record (missing fields) is refused naming them."""
     with open(path) as f:
         record = json.load(f)
+    record = {**dict.fromkeys(LATER_FIELDS), **record}
     missing = [k for k in RESULT_FIELDS if k not in record]
     if missing:
         raise ValueError(f"{path}: incomplete result record, missing {', '.join(missing)}")

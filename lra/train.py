@@ -21,13 +21,15 @@ import lightning as L
 import torch
 from hydra.core.hydra_config import HydraConfig
 from lightning.pytorch.callbacks import ModelCheckpoint
-from lightning.pytorch.loggers import CSVLogger, Logger
+from lightning.pytorch.loggers import Logger
 from omegaconf import DictConfig, OmegaConf
 
 import lra.resolvers  # noqa: F401  (the configs' ${sqrt_pow2:...} etc.)
-from lra.callbacks import NonFiniteLoss, PeakMemory, StepTimer
+from lra.callbacks import NonFiniteLoss, PeakMemory, StepTimer, cpu_conditions, describe_timing, load_average
+from lra.csv_log import LoggedRows, RunCSVLogger
 from lra.data.datamodule import LRADataModule
 from lra.data.tasks import ensure_prepared
+from lra.dist import Job, job_of, rank0_decides, wait_for_spawner
 from lra.module import LRAModule
 from lra.results import git_sha, write_json_atomic
 from lra.resume import AtomicCheckpointIO, ResumeCheckpoints, RunDirLock, already_done, prepare_run_dir, read_run_file
@@ -90,11 +92,14 @@ def wandb_mode() -> str:
     return "offline"
 
 
-def build_loggers(cfg: DictConfig, run_dir: Path, run_name: str) -> list[Logger]:
+def build_loggers(
+    cfg: DictConfig, run_dir: Path, run_name: str, *, csv: bool = True, wandb: bool = True
+) -> list[Logger]:
+    """The CSV logger (with ``csv``) and the wandb run (with ``wandb``) the config asks for."""
     loggers: list[Logger] = []
-    if cfg.logger.csv:
-        loggers.append(CSVLogger(save_dir=str(run_dir), name="csv", version=""))
-    if cfg.logger.wandb is not None:
+    if csv and cfg.logger.csv:
+        loggers.append(RunCSVLogger(run_dir, name="csv"))
+    if wandb and cfg.logger.wandb is not None:
         try:
             from lightning.pytorch.loggers import WandbLogger
 
@@ -121,41 +126,77 @@ def build_loggers(cfg: DictConfig, run_dir: Path, run_name: str) -> list[Logger]
 _NOT_OPTIM = ("model", "n_classes", "pad_id", "total_steps")
 
 
-def total_steps(cfg: DictConfig, dm: LRADataModule) -> int:
+def total_steps(cfg: DictConfig, dm: LRADataModule, world_size: int = 1) -> int:
     if cfg.trainer.max_steps and cfg.trainer.max_steps > 0:
         return int(cfg.trainer.max_steps)
-    per_epoch = math.ceil(len(dm.datasets["train"]) / cfg.data.batch_size / cfg.trainer.accumulate_grad_batches)
-    return int(cfg.trainer.max_epochs) * per_epoch
+    global_batch = cfg.data.batch_size * world_size * cfg.trainer.accumulate_grad_batches
+    return int(cfg.trainer.max_epochs) * math.ceil(len(dm.datasets["train"]) / global_batch)
+
+
+def build_trainer(cfg: DictConfig, run_dir: Path, csv_loggers: list[Logger]) -> L.Trainer:
+    """The Trainer with the harness's callbacks and the CSV logger (wandb joins on rank 0 once the
+    Trainer has computed the ranks)."""
+    # best.ckpt only: last.ckpt is ResumeCheckpoints' (listed after this one, so it saves after it)
+    ckpt = ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="best", monitor="val/acc", mode="max")
+    callbacks = [
+        StepTimer(warmup=cfg.measure.warmup_steps),
+        PeakMemory(),
+        NonFiniteLoss(),
+        *(LoggedRows(lg) for lg in csv_loggers if isinstance(lg, RunCSVLogger)),
+        ckpt,
+        ResumeCheckpoints(ckpt.dirpath, cfg.checkpoint.every_n_steps),
+    ]
+    return L.Trainer(
+        **OmegaConf.to_container(cfg.trainer, resolve=True),
+        logger=csv_loggers or False,
+        callbacks=callbacks,
+        default_root_dir=str(run_dir),
+        plugins=[AtomicCheckpointIO()],
+        use_distributed_sampler=False,  # LRADataModule gives each rank its shard (and eval without padding)
+    )
 
 
 def run(cfg: DictConfig, run_dir: Path, overrides: list[str]) -> dict:
     """Train, validate and test one configuration; returns the result record (also in run_dir/result.json).
 
     With ``resume=auto`` a config that already has a finished run is not trained again: that run's
-    record is returned (``lra.resume.already_done``)."""
+    record is returned (``lra.resume.already_done``). Under DDP every rank calls this; rank 0 owns
+    the run folder (its lock, run.json, checkpoints, result.json, wandb) and decides what to resume
+    from (``lra/dist.py``).
+    """
     validate_config(cfg)  # a bad config fails here, before any data is prepared or a checkpoint looked for
-    done = already_done(cfg, Path(run_dir))
+    run_dir = Path(run_dir)
+    done = already_done(cfg, run_dir)
     if done is not None:
         return done
-    lock = RunDirLock(run_dir).acquire()
+    csv_loggers = build_loggers(cfg, run_dir, "", wandb=False)
+    trainer = build_trainer(cfg, run_dir, csv_loggers)
+    job = job_of(trainer)
+    lock = RunDirLock(run_dir).acquire() if job.is_zero else None
     try:
-        return _run(cfg, Path(run_dir), overrides)
+        return _run(cfg, run_dir, overrides, trainer, job)
     finally:
-        lock.release()
+        if lock is not None:
+            lock.release()
 
 
-def _run(cfg: DictConfig, run_dir: Path, overrides: list[str]) -> dict:
-    started = time.time()
-    resume_from = prepare_run_dir(cfg, run_dir)
-    L.seed_everything(cfg.seed, workers=True)
+def _run(cfg: DictConfig, run_dir: Path, overrides: list[str], trainer: L.Trainer, job: Job) -> dict:
+    started, load_at_start = time.time(), load_average()
     run_name = f"{cfg.attention.name}-{cfg.task.name}-s{cfg.seed}"
 
-    folder = ensure_prepared(
-        OmegaConf.to_container(cfg.task, resolve=True),
-        cfg.paths.data_dir,
-        overrides=overrides,
-        workers=cfg.data.prepare_workers,
-    )
+    def decide() -> dict:  # rank 0 only
+        resume_from = prepare_run_dir(cfg, run_dir)
+        folder = ensure_prepared(
+            OmegaConf.to_container(cfg.task, resolve=True),
+            cfg.paths.data_dir,
+            overrides=overrides,
+            workers=cfg.data.prepare_workers,
+        )
+        return {"resume_from": resume_from, "data": str(folder)}
+
+    shared = rank0_decides(run_dir, job, decide)
+    resume_from, folder = shared["resume_from"], Path(shared["data"])
+    L.seed_everything(cfg.seed, workers=True, verbose=job.is_zero)
     dm = LRADataModule(
         folder,
         batch_size=cfg.data.batch_size,
@@ -168,25 +209,19 @@ def _run(cfg: DictConfig, run_dir: Path, overrides: list[str]) -> dict:
     model = build_model(cfg)
     optim = OmegaConf.to_container(cfg.optim, resolve=True)
     check_keys("optim", optim, [k for k in inspect.signature(LRAModule).parameters if k not in _NOT_OPTIM])
-    module = LRAModule(
-        model, n_classes=cfg.task.n_classes, pad_id=pad_id(cfg.task), total_steps=total_steps(cfg, dm), **optim
-    )
+    steps = total_steps(cfg, dm, job.world_size)
+    module = LRAModule(model, n_classes=cfg.task.n_classes, pad_id=pad_id(cfg.task), total_steps=steps, **optim)
     n_params = sum(p.numel() for p in model.parameters())
-    log.info("%s: %s parameters, data %s, run dir %s", run_name, f"{n_params:,}", folder, run_dir)
+    if job.is_zero:
+        log.info("%s: %s parameters, data %s, run dir %s", run_name, f"{n_params:,}", folder, run_dir)
+        if job.world_size > 1:
+            log.info("%s: %d ranks x batch %d", run_name, job.world_size, cfg.data.batch_size)
 
-    timer, memory = StepTimer(warmup=cfg.measure.warmup_steps), PeakMemory()
-    ckpt = ModelCheckpoint(
-        dirpath=run_dir / "checkpoints", filename="best", monitor="val/acc", mode="max", save_last=True
-    )
-    loggers = build_loggers(cfg, run_dir, run_name)
-    trainer_kwargs = OmegaConf.to_container(cfg.trainer, resolve=True)
-    trainer = L.Trainer(
-        **trainer_kwargs,
-        logger=loggers or False,
-        callbacks=[timer, memory, NonFiniteLoss(), ckpt, ResumeCheckpoints(ckpt.dirpath, cfg.checkpoint.every_n_steps)],
-        default_root_dir=str(run_dir),
-        plugins=[AtomicCheckpointIO()],
-    )
+    timer, memory = (next(c for c in trainer.callbacks if isinstance(c, t)) for t in (StepTimer, PeakMemory))
+    ckpt = trainer.checkpoint_callback
+    # CSV on every rank (it writes from rank 0 only); one wandb run, from rank 0
+    loggers = [*trainer.loggers, *(build_loggers(cfg, run_dir, run_name, csv=False) if job.is_zero else [])]
+    trainer.loggers = loggers
     wandb_loggers = [lg for lg in loggers if type(lg).__name__ == "WandbLogger"]
     try:
         try:
@@ -195,15 +230,24 @@ def _run(cfg: DictConfig, run_dir: Path, overrides: list[str]) -> dict:
             if type(e).__name__ != "SIGTERMException":
                 raise
             step = trainer.global_step
-            log.error("%s: stopped by SIGTERM at step %d; run the same command to resume", run_name, step)
+            if job.is_zero:
+                log.error("%s: stopped by SIGTERM at step %d; run the same command to resume", run_name, step)
+            else:
+                log.error("rank %d: stopped by SIGTERM at step %d", job.rank, step)
+                wait_for_spawner()
             raise SystemExit(128 + signal.SIGTERM) from None
-        timing = timer.summary()  # before testing, which restores the callbacks' state from the best checkpoint
+        # before testing, which restores the callbacks' and the module's state from the best checkpoint
+        timing, train_loss = timer.summary(), module.train_loss
+        val_examples = trainer.callback_metrics.get("val/examples")
         if ckpt.best_model_path:
             val_acc = float(ckpt.best_model_score)
-            tested = trainer.test(module, datamodule=dm, ckpt_path="best", verbose=False)
+            tested = trainer.test(module, datamodule=dm, ckpt_path=ckpt.best_model_path, verbose=False)
         else:  # training ended before the first validation: evaluate the final weights
-            val_acc = trainer.validate(module, datamodule=dm, verbose=False)[0]["val/acc"]
+            validated = trainer.validate(module, datamodule=dm, verbose=False)[0]
+            val_acc, val_examples = validated["val/acc"], validated["val/examples"]
             tested = trainer.test(module, datamodule=dm, verbose=False)
+        # collectives: every rank takes part, rank 0 writes (train_loss is the same on every rank)
+        peak_mb = memory.job_peak_mb(trainer)
         record = {
             "task": cfg.task.name,
             "attention": cfg.attention.name,
@@ -214,18 +258,29 @@ def _run(cfg: DictConfig, run_dir: Path, overrides: list[str]) -> dict:
             "epochs": int(trainer.current_epoch),
             "val_acc": float(val_acc),
             "test_acc": float(tested[0]["test/acc"]),
-            "train_loss": module.last_train_loss,
+            "val_examples": None if val_examples is None else int(val_examples),
+            "test_examples": int(tested[0]["test/examples"]),
+            "train_loss": train_loss,
             **timing,
-            "peak_mem_mb": memory.peak_mb(),
+            "peak_mem_mb": peak_mb,
             "device": torch.cuda.get_device_name() if memory.device_type == "cuda" else f"cpu ({os.cpu_count()} cores)",
+            "world_size": job.world_size,
+            "batch_size": int(cfg.data.batch_size),
+            "global_batch": int(cfg.data.batch_size) * job.world_size * int(cfg.trainer.accumulate_grad_batches),
             "precision": str(trainer.precision),
             "wall_s": time.time() - started,
+            **cpu_conditions(),
+            "load_avg_start": load_at_start,
+            "load_avg_end": load_average(),
             "git_sha": git_sha(),
             "finished": time.time(),  # lra-table keeps the newest of repeated runs
             "overrides": overrides,
-            "resumed_from": read_run_file(run_dir)["resumed_from"],
+            "resumed_from": None,
             "config": OmegaConf.to_container(cfg, resolve=True),
         }
+        if not job.is_zero:
+            return record
+        record["resumed_from"] = read_run_file(run_dir)["resumed_from"]
         write_json_atomic(run_dir / "result.json", record)
         numbers = {k: v for k, v in record.items() if isinstance(v, int | float) and v is not None}
         for lg in wandb_loggers:
@@ -234,12 +289,11 @@ def _run(cfg: DictConfig, run_dir: Path, overrides: list[str]) -> dict:
             except Exception as e:
                 warnings.warn(f"could not write the wandb summary ({e}); result.json is complete", stacklevel=1)
         log.info(
-            "%s: val_acc %.4f test_acc %.4f | step %.1f ms, %.0f tokens/s | peak memory %.0f MB | %s",
+            "%s: val_acc %.4f test_acc %.4f | %s | peak memory %.0f MB | %s",
             run_name,
             record["val_acc"],
             record["test_acc"],
-            record["step_time_ms"] or float("nan"),
-            record["tokens_per_s"] or float("nan"),
+            describe_timing(timing),
             record["peak_mem_mb"],
             run_dir / "result.json",
         )

@@ -1,9 +1,14 @@
-"""Contact sheet of generated Pathfinder images: 4 x 8 at 32x32 and 2 x 4 at 128x128.
+"""Contact sheet: images of the original Pathfinder generator beside ours, for 32x32 hard,
+32x32 easy and 128x128 hard (Path-X).
 
-    python scripts/pathfinder_contact_sheet.py [--difficulty hard] [--out results/pathfinder/contact_sheet.png]
+    python scripts/pathfinder_contact_sheet.py [--reference DIR] [--seed 0] [--out results/pathfinder/contact_sheet.png]
 
-Each tile is upscaled with nearest neighbour and captioned with its label (1 = the markers
-are on one snake). Takes a few seconds.
+The original's images are the first ones of a reference sample it made (``--reference``: a
+folder holding ``pathfinder32/`` and ``pathfinder128/`` in the release layout; default: the
+``shared/data/pathfinder_reference`` found above the repository, else the 20-image copy in
+``tests/data/pathfinder_reference``). Ours are images 0, 1, ... of ``--seed``. Each tile is
+upscaled with nearest neighbour and captioned with its label (1 = the markers are on one
+snake). Takes a few seconds.
 """
 
 from __future__ import annotations
@@ -14,40 +19,63 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from lra.data.pathfinder_gen import DIFFICULTIES, PARAMS, draw, image_rng
+from lra.data.pathfinder import read_pathfinder
+from lra.data.pathfinder_draw import draw
+from lra.data.pathfinder_gen import DIFFICULTIES, PARAMS, image_rng
+
+REPO = Path(__file__).resolve().parents[1]
+# (resolution, difficulty, tiles per row, upscale)
+SECTIONS = [(32, "hard", 8, 4), (32, "easy", 8, 4), (128, "hard", 4, 2)]
+GAP, CAPTION, TITLE = 4, 14, 18
 
 
-def sheet(resolution: int, rows: int, cols: int, scale: int, contour_length: int, seed: int) -> Image.Image:
-    """rows x cols tiles of R * scale pixels, each with a caption strip above it."""
-    gap, caption = 4, 14
-    tile = resolution * scale
-    out = Image.new("L", (cols * (tile + gap) + gap, rows * (tile + caption + gap) + gap), 96)
+def default_reference() -> Path:
+    for parent in REPO.parents:
+        folder = parent / "shared" / "data" / "pathfinder_reference"
+        if (folder / "pathfinder32").is_dir():
+            return folder
+    return REPO / "tests" / "data" / "pathfinder_reference"
+
+
+def strip(title: str, images: list[np.ndarray], labels: list[int], scale: int) -> Image.Image:
+    """One row of captioned tiles under a title."""
+    tile = images[0].shape[0] * scale
+    out = Image.new("L", (len(images) * (tile + GAP) + GAP, TITLE + tile + CAPTION + GAP), 96)
     pen = ImageDraw.Draw(out)
-    for i in range(rows * cols):
-        s = draw(PARAMS[resolution], contour_length, image_rng(seed, resolution, contour_length, i))
-        r, c = divmod(i, cols)
-        x, y = gap + c * (tile + gap), gap + r * (tile + caption + gap)
-        pen.text((x + 2, y + 1), f"{resolution}px  label {s.label}", fill=255)
-        big = np.kron(s.image, np.ones((scale, scale), np.uint8))  # nearest-neighbour upscale
-        out.paste(Image.fromarray(big), (x, y + caption))
+    pen.text((GAP, 3), title, fill=255)
+    for i, (im, label) in enumerate(zip(images, labels)):
+        x = GAP + i * (tile + GAP)
+        pen.text((x + 2, TITLE), f"label {label}", fill=255)
+        out.paste(Image.fromarray(np.kron(im, np.ones((scale, scale), np.uint8))), (x, TITLE + CAPTION))
     return out
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--difficulty", default="hard", choices=sorted(DIFFICULTIES))
+    ap.add_argument("--reference", type=Path, default=None, help="folder of the original's images (release layout)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", type=Path, default=Path("results/pathfinder/contact_sheet.png"))
     args = ap.parse_args()
-    L = DIFFICULTIES[args.difficulty]
-    small = sheet(32, 4, 8, 4, L, args.seed)
-    large = sheet(128, 2, 4, 2, L, args.seed)
-    out = Image.new("L", (max(small.width, large.width), small.height + large.height), 96)
-    out.paste(small, (0, 0))
-    out.paste(large, (0, small.height))
+    reference = args.reference or default_reference()
+    strips = []
+    for R, difficulty, n, scale in SECTIONS:
+        ref_images, ref_labels = read_pathfinder(reference, R, difficulty, progress=False)
+        L = DIFFICULTIES[difficulty]
+        ours = [draw(PARAMS[R], L, image_rng(args.seed, R, L, i)) for i in range(n)]
+        name = f"{R}x{R} {difficulty} (contour length {L})"
+        originals = list(ref_images[:n].reshape(-1, R, R))
+        strips.append(strip(f"{name}: original generator", originals, ref_labels[:n], scale))
+        strips.append(strip(f"{name}: ours, seed {args.seed}", [s.image for s in ours], [s.label for s in ours], scale))
+    out = Image.new("L", (max(s.width for s in strips), sum(s.height for s in strips)), 96)
+    y = 0
+    for s in strips:
+        out.paste(s, (0, y))
+        y += s.height
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    out.save(args.out, optimize=True)
-    print(f"wrote {args.out} ({args.out.stat().st_size // 1024} KB)")
+    tmp = args.out.with_name(f".{args.out.name}.tmp")
+    out.save(tmp, format="PNG", optimize=True)
+    tmp.replace(args.out)
+    print(f"wrote {args.out} ({args.out.stat().st_size // 1024} KB) from {reference}")
 
 
 if __name__ == "__main__":

@@ -29,15 +29,27 @@ class ArrayDataset(Dataset):
 
 
 class EpochSampler(Sampler[int]):
-    """Shuffles ``n`` indices with a permutation that depends only on (seed, epoch).
+    """Shuffles ``n`` indices with a permutation that depends only on (seed, epoch); with several ranks,
+    yields this rank's share of it.
 
     Lightning calls ``set_epoch`` at each epoch start. ``resume_at(epoch, done)`` makes the next
-    pass over ``epoch`` skip its first ``done`` indices, so a run resumed mid-epoch sees exactly the
-    examples an uninterrupted run would have seen next.
+    pass over ``epoch`` skip the first ``done`` indices of the permutation (all ranks together), so a
+    run resumed mid-epoch sees exactly the examples an uninterrupted run would have seen next.
+
+    With ``world_size`` W > 1 ranks of ``batch_size`` b, optimizer step k trains on permutation
+    entries [k*W*b, (k+1)*W*b), rank r on its r-th block of b: the examples of each step are those
+    one process with batch W*b would train on, and each example is seen at most once per epoch
+    (the last n mod W*b are left out, as one process's ``drop_last`` leaves them out).
     """
 
-    def __init__(self, n: int, seed: int):
+    def __init__(self, n: int, seed: int, *, world_size: int = 1, rank: int = 0, batch_size: int = 1):
+        if world_size > 1 and n < world_size * batch_size:
+            raise ValueError(
+                f"the training split has {n} examples, fewer than one global batch ({world_size} ranks x "
+                f"data.batch_size={batch_size}); lower data.batch_size or the number of devices"
+            )
         self.n, self.seed, self.epoch = n, seed, 0
+        self.world_size, self.rank, self.batch_size = world_size, rank, batch_size
         self._skip: tuple[int, int] | None = None
 
     def set_epoch(self, epoch: int) -> None:
@@ -47,7 +59,9 @@ class EpochSampler(Sampler[int]):
         self._skip = (epoch, done)
 
     def __len__(self) -> int:
-        return self.n
+        if self.world_size == 1:
+            return self.n
+        return self.n // (self.world_size * self.batch_size) * self.batch_size
 
     def __iter__(self):
         g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
@@ -55,15 +69,36 @@ class EpochSampler(Sampler[int]):
         if self._skip is not None and self._skip[0] == self.epoch:
             order = order[self._skip[1] :]
         self._skip = None
+        if self.world_size > 1:  # whole global batches only, so every rank takes the same number of steps
+            step = self.world_size * self.batch_size
+            order = order[: len(order) // step * step]
+            order = order.view(-1, self.world_size, self.batch_size)[:, self.rank].reshape(-1)  # this rank's blocks
         yield from order.tolist()
+
+
+class ShardSampler(Sampler[int]):
+    """Rank ``rank``'s share of ``range(n)`` for evaluation: every ``world_size``-th index, nothing
+    repeated (unlike ``DistributedSampler``, which pads the last shard), so metrics synced across
+    ranks count each example exactly once."""
+
+    def __init__(self, n: int, *, world_size: int, rank: int):
+        self.indices = range(rank, n, world_size)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __iter__(self):
+        return iter(self.indices)
 
 
 class LRADataModule(L.LightningDataModule):
     """Train/val/test loaders over ``folder/<split>.ids.npy``.
 
     ``val_split`` names the split used for validation (LRA's Text task validates on test). The
-    training order is a function of (seed, epoch) and is saved in checkpoints (``state_dict``), so a
-    resumed run continues with the batch an uninterrupted run would have trained on next.
+    training order is a function of (seed, epoch, number of ranks) and is saved in checkpoints
+    (``state_dict``), so a resumed run continues with the batch an uninterrupted run would have
+    trained on next. Under DDP each rank reads its own shard (``batch_size`` is per rank; the
+    Trainer must not replace the samplers: ``use_distributed_sampler=False``).
     """
 
     def __init__(
@@ -88,18 +123,28 @@ class LRADataModule(L.LightningDataModule):
             if split not in self.datasets:
                 self.datasets[split] = ArrayDataset(*load_split(self.folder, split))
 
+    def _ranks(self) -> tuple[int, int]:
+        """(world size, rank) of the trainer this datamodule feeds; (1, 0) outside one."""
+        if self.trainer is None:
+            return 1, 0
+        return self.trainer.world_size, self.trainer.global_rank
+
     def _loader(self, split: str, train: bool) -> DataLoader:
+        world, rank = self._ranks()
+        n = len(self.datasets[split])
         sampler = None
         if train:
-            sampler = EpochSampler(len(self.datasets[split]), self.seed)
+            sampler = EpochSampler(n, self.seed, world_size=world, rank=rank, batch_size=self.batch_size)
             if self._resume:
                 sampler.resume_at(self._resume["epoch"], self._resume["samples_done"])
                 self._resume = None
+        elif world > 1:
+            sampler = ShardSampler(n, world_size=world, rank=rank)
         return DataLoader(
             self.datasets[split],
             batch_size=self.batch_size if train else self.eval_batch_size,
             sampler=sampler,
-            drop_last=train and len(self.datasets[split]) > self.batch_size,
+            drop_last=train and n > self.batch_size,
             num_workers=self.num_workers,
             # the loader's own generator seeds workers: iterating a loader never draws from the
             # global RNG, whose state (dropout, hashing) a checkpoint restores
@@ -111,11 +156,13 @@ class LRADataModule(L.LightningDataModule):
         return self._loader("train", True)
 
     def state_dict(self) -> dict:
-        """Where training stands in the current epoch (saved in every checkpoint)."""
+        """Where training stands in the current epoch (saved in every checkpoint): ``samples_done`` counts
+        the examples of all ranks together."""
         if self.trainer is None:
             return {}
         progress = self.trainer.fit_loop.epoch_loop.batch_progress.current
-        return {"epoch": self.trainer.current_epoch, "samples_done": progress.processed * self.batch_size}
+        done = progress.processed * self.batch_size * self.trainer.world_size
+        return {"epoch": self.trainer.current_epoch, "samples_done": done}
 
     def load_state_dict(self, state: dict) -> None:
         self._resume = state or None
