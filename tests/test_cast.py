@@ -5,7 +5,7 @@ import torch
 
 from models.attention import build_attention
 from models.attention.cast import sa_topk_assign, sa_topk_clusters
-from tests.oracles import vanilla_with_projections
+from tests.oracles import cast_reference, slow_cast, slow_rounds, vanilla_with_projections
 
 D, H = 32, 4
 
@@ -94,25 +94,6 @@ def test_sa_topk_is_greedy_a_token_only_misses_clusters_that_are_full():
     assert not (preferred & ~full[:, :, None, :]).any()
 
 
-def slow_rounds(ag: torch.Tensor, kappa: int) -> list[int]:
-    """The rounds of single assignment, token by token, for one (N, Nc) affinity matrix."""
-    n, nc = ag.shape
-    assign, members = [-1] * n, [[] for _ in range(nc)]
-    while True:
-        open_ = [j for j in range(nc) if len(members[j]) < kappa]
-        free = [i for i in range(n) if assign[i] < 0 and ag[i, 0] > float("-inf")]
-        if not open_ or not free:
-            return assign
-        proposals = {j: [] for j in open_}
-        for i in free:
-            proposals[max(open_, key=lambda j, i=i: ag[i, j])].append(i)
-        for j, bidders in proposals.items():
-            bidders.sort(key=lambda i, j=j: -ag[i, j])
-            for i in bidders[: kappa - len(members[j])]:
-                assign[i] = j
-                members[j].append(i)
-
-
 @pytest.mark.parametrize(("n", "num_clusters", "kappa", "n_pad"), [(12, 3, 4, 2), (20, 4, 3, 3), (16, 2, 10, 0)])
 def test_sa_topk_matches_the_rounds_written_token_by_token(n, num_clusters, kappa, n_pad):
     ag = random_affinities((2, 2, n, num_clusters), n_pad=n_pad, seed=3)
@@ -158,34 +139,6 @@ def test_surrogates_get_a_correct_gradient(clustering):
     assert torch.autograd.gradcheck(loss, (m.surrogates.detach().clone().requires_grad_(True),), fast_mode=True)
 
 
-def slow_cast(q, k, v, s, mask, kappa, clustering):
-    """Steps 1-5 of models/attention/cast.py for one head, token by token. q, k, v (N, d); s (Nc, d)."""
-    n, d = q.shape
-    nc = s.shape[0]
-    real = [i for i in range(n) if mask[i]]
-    aq, ak = q @ s.T / d**0.5, k @ s.T / d**0.5
-    if clustering == "topk":
-        clusters = [sorted(real, key=lambda i, j=j: -(aq[i, j] + ak[i, j]))[:kappa] for j in range(nc)]
-    else:
-        ag = (aq + ak).masked_fill(~mask[:, None], float("-inf"))
-        assign = slow_rounds(ag, kappa)
-        clusters = [[i for i in real if assign[i] == j] for j in range(nc)]
-    r_inter = []
-    for j, members in enumerate(clusters):
-        a = torch.softmax(torch.stack([ak[i, j] for i in members]), 0)
-        r_inter.append(sum(a[t] * v[i] for t, i in enumerate(members)))
-    out = torch.zeros(n, d)
-    for i in real:
-        w = torch.softmax(aq[i], 0)
-        for j, members in enumerate(clusters):
-            if i in members:
-                a = torch.softmax(torch.stack([q[i] @ k[t] / d**0.5 for t in members]), 0)
-                out[i] += w[j] * sum(a[u] * v[t] for u, t in enumerate(members))
-            else:
-                out[i] += w[j] * r_inter[j]
-    return out
-
-
 @pytest.mark.parametrize("clustering", ["topk", "sa_topk"])
 @pytest.mark.parametrize("padded", [False, True])
 def test_combination_rule_matches_a_token_by_token_reference(clustering, padded):
@@ -201,6 +154,26 @@ def test_combination_rule_matches_a_token_by_token_reference(clustering, padded)
         out = m.attend(q, k, v, mask if padded else None)[0, 0]
         ref = slow_cast(q[0, 0], k[0, 0], v[0, 0], m.surrogates[0], mask[0], 3, clustering)
     torch.testing.assert_close(out[mask[0]], ref[mask[0]], rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("clustering", ["topk", "sa_topk"])
+def test_layer_matches_the_token_by_token_reference_in_float64(clustering):
+    """The whole layer (H = 2, projections, surrogates, W_o) in float64 against steps 1-6 written out,
+    with a padded item; kappa * Nc < N so tokens sit in no cluster, one or (topk) several."""
+    torch.manual_seed(0)
+    m = build_attention("cast", d_model=16, n_heads=2, num_clusters=3, cluster_size=4, clustering=clustering)
+    m = m.double().eval()
+    with torch.no_grad():
+        m.surrogates.normal_(0, 1.0)  # spread the affinities so clusters differ
+    x = torch.randn(2, 14, 16, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    mask = torch.ones(2, 14, dtype=torch.bool)
+    mask[0, 10:] = False
+    mask[0, 3] = False
+    for msk in (mask, None):
+        with torch.no_grad():
+            y, ref = m(x, msk), cast_reference(m, x, msk)
+        assert y.dtype == torch.float64
+        torch.testing.assert_close(y, ref, rtol=1e-10, atol=1e-12)
 
 
 def test_bad_options_name_the_valid_values():

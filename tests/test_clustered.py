@@ -1,4 +1,4 @@
-"""Clustered and improved clustered attention: their defining identities and the k-means."""
+"""Clustered and improved clustered attention: the equations pinned, the limits, and the k-means."""
 
 import pytest
 import torch
@@ -7,7 +7,7 @@ from models.attention import build_attention
 from models.attention._clustering import cluster_queries, hamming_kmeans
 from models.attention.clustered import clustered_attention
 from models.attention.improved_clustered import chunk_layout, improved_clustered_attention
-from tests.oracles import softmax_attention, vanilla_with_projections
+from tests.oracles import clustered_loop, clustered_reference, softmax_attention, vanilla_with_projections
 
 NAMES = ["clustered", "improved_clustered"]
 SMALL = {"num_clusters": 8, "bits": 16, "iterations": 3}
@@ -93,27 +93,6 @@ def test_kmeans_with_identical_queries_per_cluster_equals_vanilla(name):
     torch.testing.assert_close(m(x), vanilla_with_projections(m, x, None), rtol=1e-5, atol=1e-5)
 
 
-def loop_oracle(q, k, v, clusters, valid, num_clusters, topk):
-    """Eq. 7-11 written out per batch item, head, cluster and query; topk=None gives plain clustered."""
-    out = torch.zeros_like(q)
-    for b in range(q.shape[0]):
-        keys = valid[b].nonzero().squeeze(1)
-        for h in range(q.shape[1]):
-            for j in range(num_clusters):
-                members = [i for i in range(q.shape[2]) if clusters[b, h, i] == j and valid[b, i]]
-                if not members:
-                    continue
-                kk, vv = k[b, h, keys], v[b, h, keys]
-                ac = torch.softmax(kk @ q[b, h, members].mean(0) / q.shape[-1] ** 0.5, dim=0)  # (valid keys,)
-                top = ac.topk(min(topk, len(keys))).indices if topk else torch.zeros(0, dtype=torch.long)
-                rest = torch.ones(len(keys), dtype=torch.bool)
-                rest[top] = False
-                for i in members:
-                    a = ac[top].sum() * torch.softmax(kk[top] @ q[b, h, i] / q.shape[-1] ** 0.5, dim=0)
-                    out[b, h, i] = a @ vv[top] + ac[rest] @ vv[rest]
-    return out
-
-
 @pytest.mark.parametrize("topk", [None, 3, 7, 30])
 def test_matches_the_equations_written_out(topk):
     g = torch.Generator().manual_seed(0)
@@ -125,7 +104,31 @@ def test_matches_the_equations_written_out(topk):
     else:
         out = improved_clustered_attention(q, k, v, clusters, valid, 4, topk)
     keep = valid[:, None].expand(-1, 2, -1)
-    torch.testing.assert_close(out[keep], loop_oracle(q, k, v, clusters, valid, 4, topk)[keep], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(out[keep], clustered_loop(q, k, v, clusters, valid, 4, topk)[keep], rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_layer_matches_the_equations_given_its_own_clustering(name):
+    """The whole layer in float64 (projections, centroids, per-cluster softmax, top-k correction, W_o)
+    against the equations written out per cluster and query, for the clustering the layer draws.
+
+    Item 0 has a tail and a hole, item 1 is full, item 2 has 6 <= C real tokens (exact fallback).
+    """
+    m = build(name, num_clusters=6, **({"topk": 5} if name == "improved_clustered" else {}))
+    m = m.double().eval()
+    x = torch.randn(3, 40, 32, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    mask = torch.ones(3, 40, dtype=torch.bool)
+    mask[0, 30:] = False
+    mask[0, 8:12] = False
+    mask[2] = torch.randperm(40, generator=torch.Generator().manual_seed(3)) < 6
+    with torch.no_grad():
+        y, ref = m(x, mask), clustered_reference(m, x, mask)
+        clusters = m.cluster(split_qkv(m, x)[0], mask)
+    assert y.dtype == torch.float64
+    torch.testing.assert_close(y, ref, rtol=1e-10, atol=1e-12)
+    sizes = torch.stack([(clusters[:2] == j).sum(-1) for j in range(6)], -1)  # (2, H, C) members per cluster
+    assert (sizes > 1).any()  # queries really share centroids: the clustering is tested, not bypassed
+    assert (y[:2] - vanilla_with_projections(m, x, mask)[:2]).abs().max() > 1e-3
 
 
 def test_chunk_layout_seats_each_query_once_with_its_cluster():

@@ -71,13 +71,14 @@ def key_mask_for_sdpa(mask: Tensor | None) -> Tensor | None:
 def masked_softmax_attention(
     q: Tensor, k: Tensor, v: Tensor, key_mask: Tensor | None, dropout: float = 0.0, training: bool = False
 ) -> Tensor:
-    """Plain einsum softmax attention, scores and softmax in float32.
+    """Plain einsum softmax attention, scores and softmax in float32 at least (float64 stays float64).
 
     q: (..., Nq, d), k, v: (..., Nk, d), key_mask broadcastable to (..., Nq, Nk) bool (True = attend).
     Rows whose keys are all masked return zeros, never NaN.
     """
     scale = q.shape[-1] ** -0.5
-    scores = torch.einsum("...qd,...kd->...qk", q.float(), k.float()) * scale
+    ct = torch.promote_types(q.dtype, torch.float32)  # half types up to float32; float64 is kept
+    scores = torch.einsum("...qd,...kd->...qk", q.to(ct), k.to(ct)) * scale  # (..., Nq, Nk)
     if key_mask is not None:
         scores = scores.masked_fill(~key_mask, float("-inf"))
     probs = torch.softmax(scores, dim=-1)
