@@ -150,11 +150,15 @@ def build_loggers(
 _NOT_OPTIM = ("model", "n_classes", "pad_id", "total_steps")
 
 
+def global_batch(cfg: DictConfig, world_size: int = 1) -> int:
+    """Examples per optimizer step over the whole job: per-rank batch x ranks x accumulated batches."""
+    return int(cfg.data.batch_size) * world_size * int(cfg.trainer.accumulate_grad_batches)
+
+
 def total_steps(cfg: DictConfig, dm: LRADataModule, world_size: int = 1) -> int:
     if cfg.trainer.max_steps and cfg.trainer.max_steps > 0:
         return int(cfg.trainer.max_steps)
-    global_batch = cfg.data.batch_size * world_size * cfg.trainer.accumulate_grad_batches
-    return int(cfg.trainer.max_epochs) * math.ceil(len(dm.datasets["train"]) / global_batch)
+    return int(cfg.trainer.max_epochs) * math.ceil(len(dm.datasets["train"]) / global_batch(cfg, world_size))
 
 
 def build_trainer(cfg: DictConfig, run_dir: Path, csv_loggers: list[Logger]) -> L.Trainer:
@@ -294,7 +298,7 @@ def _run(cfg: DictConfig, run_dir: Path, overrides: list[str], trainer: L.Traine
             "device": torch.cuda.get_device_name() if memory.device_type == "cuda" else f"cpu ({os.cpu_count()} cores)",
             "world_size": job.world_size,
             "batch_size": int(cfg.data.batch_size),
-            "global_batch": int(cfg.data.batch_size) * job.world_size * int(cfg.trainer.accumulate_grad_batches),
+            "global_batch": global_batch(cfg, job.world_size),
             "precision": str(trainer.precision),
             "wall_s": time.time() - started,
             **cpu_conditions(),
