@@ -24,18 +24,10 @@ from lra.data.prepared import prepared_dir, read_manifest
 from lra.data.sources import data_path_exists
 from lra.data.tasks import TASKS
 from lra.module import LRAModule
-from models.attention import available
+from models.attention import available, declaration
 
 log = logging.getLogger(__name__)
 
-# Integer options of the attention mechanisms and their smallest valid value (the constructors
-# check the same; checking here names the config key). ``bits`` has no upper bound here: the
-# hash codes are float tensors, not packed into 64-bit words as in fast-transformers.
-ATTENTION_MINIMA = {"num_clusters": 1, "cluster_size": 1, "segment_size": 1, "bits": 1, "topk": 1, "iterations": 0}
-# Options at or above the sequence length turn the mechanism into exact attention (one cluster or segment
-# holds every token).
-EXACT_AT_LENGTH = {"cast": "cluster_size", "clustered": "num_clusters", "improved_clustered": "num_clusters",
-                   "srformer": "segment_size"}  # fmt: skip
 PRECISIONS = ("32-true", "64-true", "16-mixed", "bf16-mixed", "16-true", "bf16-true")
 PRECISION_ALIASES = {"32": "32-true", "64": "64-true", "16": "16-mixed", "bf16": "bf16-mixed"}  # Lightning's
 GPU_ACCELERATORS = ("gpu", "cuda")
@@ -94,7 +86,10 @@ def check_model(model: DictConfig) -> Iterator[str]:
 def check_attention(attention: DictConfig) -> Iterator[str]:
     if attention.name not in available():
         yield f"attention.name={attention.name}: no such attention; available: {', '.join(available())}"
-    for key, low in ATTENTION_MINIMA.items():
+        return
+    # each mechanism declares its integer options' minima (models/attention/<name>.py); checking here
+    # names the config key
+    for key, low in declaration(attention.name).minima.items():
         if key in attention:
             yield from _int(f"attention.{key}", attention[key], low)
 
@@ -191,15 +186,12 @@ def warnings_for(cfg: DictConfig) -> Iterator[str]:
         )
     n = cfg.task.max_len + (cfg.model.pool == "cls")  # the length attention sees (CLS token included)
     a = cfg.attention
-    key = EXACT_AT_LENGTH.get(a.name)
+    declared = declaration(a.name)
+    key = declared.exact_at_length
     if key is not None and a[key] >= n:
         yield f"attention.{key}={a[key]} >= sequence length {n}: {a.name} computes exact attention at this length"
-    if a.name == "cast" and a.num_clusters * a.cluster_size < n:
-        yield (
-            f"attention.num_clusters * attention.cluster_size = {a.num_clusters * a.cluster_size} < sequence length "
-            f"{n}: at least {n - a.num_clusters * a.cluster_size} tokens per sequence are in no cluster and see "
-            "only cluster summaries (CAST sizes Nc * kappa to about N)"
-        )
+    if declared.warnings is not None:
+        yield from declared.warnings({k: v for k, v in a.items() if k != "name"}, n)
 
 
 def check_resume(cfg: DictConfig) -> Iterator[str]:

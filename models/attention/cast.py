@@ -110,7 +110,24 @@ def _token_rows(x: Tensor) -> Tensor:
     return x.transpose(1, 2).reshape(b * n * h, d)
 
 
-@register("cast")
+def cast_warnings(options, n: int):
+    """Nc * kappa below N leaves tokens in no cluster (legal, but CAST sizes Nc * kappa to about N)."""
+    covered = options["num_clusters"] * options["cluster_size"]
+    if covered < n:
+        yield (
+            f"attention.num_clusters * attention.cluster_size = {covered} < sequence length {n}: at least "
+            f"{n - covered} tokens per sequence are in no cluster and see only cluster summaries "
+            "(CAST sizes Nc * kappa to about N)"
+        )
+
+
+@register(
+    "cast",
+    minima={"num_clusters": 1, "cluster_size": 1},
+    exact_at_length="cluster_size",
+    follows_length=("num_clusters", "cluster_size"),
+    warnings=cast_warnings,
+)
 class CASTAttention(QKVAttention):
     """Clustered attention around learnable surrogate tokens S (H, Nc, d).
 

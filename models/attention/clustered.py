@@ -87,7 +87,12 @@ def exact_on_valid_keys(q: Tensor, k: Tensor, v: Tensor, valid: Tensor, max_keys
     )
 
 
-@register("clustered")
+@register(
+    "clustered",
+    minima={"num_clusters": 1, "bits": 1, "iterations": 0},
+    exact_at_length="num_clusters",
+    follows_length=("num_clusters",),
+)
 class ClusteredAttention(QKVAttention):
     """Clustered attention: each query gets its cluster centroid's softmax attention output.
 

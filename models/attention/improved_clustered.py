@@ -94,7 +94,12 @@ def improved_clustered_attention(
     return v_top.view(b, h, n, d) + per_query(v_bottom, clusters)
 
 
-@register("improved_clustered")
+@register(
+    "improved_clustered",
+    minima={"num_clusters": 1, "bits": 1, "iterations": 0, "topk": 1},
+    exact_at_length="num_clusters",
+    follows_length=("num_clusters",),
+)
 class ImprovedClusteredAttention(ClusteredAttention):
     """Improved clustered attention: exact softmax over each cluster's ``topk`` keys, centroid attention elsewhere.
 

@@ -95,7 +95,13 @@ def _inverse_softplus(y: float) -> float:
     return math.log(math.expm1(y))
 
 
-@register("srformer")
+@register(
+    "srformer",
+    minima={"segment_size": 1},
+    exact_at_length="segment_size",
+    follows_length=("segment_size",),
+    causal=True,
+)
 class SRformerAttention(QKVAttention):
     """Block-local softmax attention plus an RAF-neuron summary of the other segments.
 

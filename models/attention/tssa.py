@@ -96,7 +96,7 @@ def tssa_core(
     return TSSAResult(y, pi, stat)
 
 
-@register("tssa")
+@register("tssa", causal=True)
 class TSSAttention(nn.Module):
     """Token Statistics Self-Attention: x (B, N, D), mask (B, N) True = real -> (B, N, D), zero at padding.
 
