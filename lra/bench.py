@@ -46,11 +46,11 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 import lra.resolvers  # noqa: F401  (the attention configs' ${sqrt_pow2:...} etc.)
+from lra.config import CONFIG_DIR
 from lra.memory import data_mb, peak_rss_mb, reset_peak_rss, rss_mb
 
 log = logging.getLogger(__name__)
 ROOT = Path(__file__).resolve().parents[1]
-CONFIG_DIR = str(ROOT / "configs")
 BASELINE, NAIVE, FLOOR = "vanilla", "vanilla_naive", "floor"
 _MARK = "@@lra-bench "  # prefix of the child's result lines on stdout
 MODEL_KEYS = ("n_layers", "d_model", "n_heads", "d_mlp", "d_head", "dropout", "attn_dropout", "positions", "pool")

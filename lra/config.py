@@ -1,11 +1,18 @@
-"""Composing the Hydra config outside ``lra-train`` (for ``lra-data`` and tests)."""
+"""Where the Hydra configs live (``CONFIG_DIR``) and composing them outside ``lra-train``.
+
+``lra-train``, ``lra-bench``, ``lra-data``, the scripts and the tests all read ``configs/`` through
+this module. It imports Hydra and OmegaConf only (neither torch nor Lightning), so a command that
+only composes a config (``lra-data``) starts without loading the training stack.
+"""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
-from lra.train import CONFIG_DIR
+CONFIG_DIR = str(Path(__file__).resolve().parents[1] / "configs")
 
 
 def compose_config(overrides: list[str] | None = None, config_name: str = "train") -> DictConfig:
