@@ -7,7 +7,7 @@ import yaml
 
 from lra.table import PUBLISHED
 from models.attention import build_attention
-from models.attention.nystromformer import iterative_pinv, nystrom_attention, segment_means
+from models.attention.nystromformer import iterative_pinv, landmark_means, nystrom_attention
 from tests.oracles import softmax_attention, split_qkv, vanilla_with_projections
 from tests.oracles_lowrank import nystrom_reference
 
@@ -88,8 +88,10 @@ def test_segments_cover_the_real_tokens_contiguously_in_sizes_that_differ_by_at_
     mask = torch.ones(3, 23, dtype=torch.bool)
     mask[1, 17:] = False
     mask[2, ::3] = False
-    weights, used = segment_means(mask, 5)
-    member = weights > 0  # (B, m, N)
+    positions = torch.eye(23, dtype=torch.float64).expand(3, 1, 23, 23)  # token i = e_i: means = the weights
+    weights, used = landmark_means(positions, mask, 5)
+    weights = weights[:, 0]  # (B, m, N)
+    member = weights > 0
     assert used.all()
     assert torch.equal(member.sum(1), mask.long())  # every real token in one segment, padding in none
     for b in range(3):
@@ -97,7 +99,7 @@ def test_segments_cover_the_real_tokens_contiguously_in_sizes_that_differ_by_at_
         assert sizes.max() - sizes.min() <= 1 and sizes.sum() == mask[b].sum()
         order = member[b].float().argmax(0)[mask[b]]  # segment of each real token, in order
         assert torch.equal(order, order.sort().values)
-    torch.testing.assert_close(weights.sum(-1), torch.ones(3, 5))  # means
+    torch.testing.assert_close(weights.sum(-1), torch.ones(3, 5, dtype=torch.float64))  # means
 
 
 def test_padding_is_excluded_from_the_landmarks_so_a_padded_sequence_equals_the_unpadded_one():

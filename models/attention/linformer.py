@@ -14,7 +14,7 @@ so the score matrix is N x k: time O(N k d) and memory O(N k), linear in N for f
 ``F`` are shared by the heads (as in both references); ``share_kv: true`` uses one matrix for both
 (the paper's key-value sharing, E = F, which LRA's model always does; lucidrains' ``share_kv``
 also ties the key and value projections, this one does not). A sequence shorter than ``max_len``
-uses the first N columns (as LRA; lucidrains requires N = max_len); a longer one is refused.
+uses the first N columns (as LRA and the `linformer` package do); a longer one is refused.
 E and F start as LRA's (LeCun normal over the sequence axis: std 1 / sqrt(max_len)).
 
 Padding (neither reference masks: LRA's code asks "does Linformer care about masks?"): keys and

@@ -54,15 +54,25 @@ def iterative_pinv(a: Tensor, iterations: int) -> Tensor:
     return z
 
 
-def segment_means(mask: Tensor, m: int, dtype: torch.dtype = torch.float32) -> tuple[Tensor, Tensor]:
-    """Averaging weights (B, m, N) of m contiguous segments of each sequence's real tokens, and which
-    segments hold a token (B, m). mask: (B, N) bool, True = real token."""
-    rank = mask.long().cumsum(-1) - 1  # (B, N): rank among the real tokens
-    n_real = mask.sum(-1, keepdim=True).clamp(min=1)  # (B, 1)
-    segment = rank.clamp(min=0) * m // n_real  # (B, N): floor(r m / n)
-    member = (segment[:, None, :] == torch.arange(m, device=mask.device)[:, None]) & mask[:, None, :]  # (B, m, N)
-    count = member.sum(-1)  # (B, m)
-    return member.to(dtype) / count.clamp(min=1)[..., None].to(dtype), count > 0
+def landmark_means(x: Tensor, mask: Tensor, m: int) -> tuple[Tensor, Tensor]:
+    """Means of x (B, H, N, d) over m contiguous segments of each sequence's real tokens, (B, H, m, d),
+    and which segments hold a token (B, m). mask: (B, N) bool, True = real token.
+
+    The real token of rank r (of n) goes to segment floor(r m / n), so segment s holds the ranks from
+    ceil(s n / m) on. One ``index_add`` of the token rows into B*m segment rows (padding into a spare
+    row): O(N d), no (m, N) weight matrix.
+    """
+    b, h, n, d = x.shape
+    n_real = mask.sum(-1, keepdim=True)  # (B, 1)
+    rank = mask.long().cumsum(-1) - 1  # (B, N)
+    segment = rank.clamp(min=0) * m // n_real.clamp(min=1)  # (B, N)
+    row = torch.where(mask, segment + torch.arange(b, device=x.device)[:, None] * m, b * m)  # (B, N)
+    tokens = x.transpose(1, 2).reshape(b * n, h * d)  # (B*N, H*d): a view for split_heads output
+    sums = x.new_zeros(b * m + 1, h * d).index_add(0, row.flatten(), tokens)[:-1]  # (B*m, H*d)
+    first_rank = (torch.arange(m + 1, device=x.device) * n_real + m - 1) // m  # (B, m + 1): ceil(s n / m)
+    count = first_rank[:, 1:] - first_rank[:, :-1]  # (B, m)
+    means = sums.view(b, m, h, d) / count.clamp(min=1)[:, :, None, None].to(x.dtype)
+    return means.transpose(1, 2), count > 0  # (B, H, m, d), (B, m)
 
 
 def nystrom_attention(
@@ -77,9 +87,8 @@ def nystrom_attention(
     mask = torch.ones(b, n, dtype=torch.bool, device=q.device) if mask is None else mask
     scale = d**-0.25
     q, k = q.to(ct) * scale, k.to(ct) * scale
-    weights, used = segment_means(mask, landmarks, ct)  # (B, m, N), (B, m)
-    weights = weights[:, None]  # (B, 1, m, N)
-    q_l, k_l = weights @ q, weights @ k  # (B, H, m, d): landmarks, padding excluded
+    q_l, used = landmark_means(q, mask, landmarks)  # (B, H, m, d), (B, m): padding excluded
+    k_l, _ = landmark_means(k, mask, landmarks)
     used = used | ~used.any(-1, keepdim=True)  # a fully padded sequence: keep softmax finite
     col = used[:, None, None, :]  # (B, 1, 1, m)
     kernel_1 = torch.softmax((q @ k_l.transpose(-1, -2)).masked_fill(~col, float("-inf")), -1)  # (B, H, N, m)
