@@ -110,8 +110,8 @@ def plan(cfg: DictConfig) -> list[Point]:
             why = f"'{name}' is not registered in models.attention (available: {', '.join(available())})"
         elif not config_path(name).is_file() and declaration(name).follows_length:
             log.warning(
-                "%s ships no configs/attention/%s.yaml: its %s stay at the constructor's defaults at every length"
-                " instead of following N",
+                "%s ships no configs/attention/%s.yaml: %s keep the constructor's defaults at every length instead"
+                " of following N",
                 name,
                 name,
                 ", ".join(declaration(name).follows_length),
