@@ -85,10 +85,13 @@ def sized_from_length(name: str) -> tuple[str, ...]:
 
 
 def mechanisms(cfg: DictConfig) -> list[str]:
-    """The configured mechanism rows: ``mechanisms`` as listed, or the whole registry when null."""
+    """The configured mechanism rows: ``mechanisms`` as listed (one name alone counts as a list of one), or
+    the whole registry when null."""
     from models.attention import available
 
-    return list(available()) if cfg.mechanisms is None else [str(m) for m in cfg.mechanisms]
+    if cfg.mechanisms is None:
+        return list(available())
+    return [cfg.mechanisms] if isinstance(cfg.mechanisms, str) else [str(m) for m in cfg.mechanisms]
 
 
 def plan(cfg: DictConfig) -> list[Point]:
@@ -130,9 +133,8 @@ def plan(cfg: DictConfig) -> list[Point]:
         for n in cfg.lengths:
             opts = (attention_config(attention, n) or {}) if attention else {}
             extra = per_length.get(attention, {}).get(str(n), {}) if attention else {}
-            point = Point(row, attention, {**opts, **own, **extra}, int(n), float(cfg.timeout_s), why)
-            point.options_from, point.sized_from_length = source, sized
-            points.append(point)
+            options = {**opts, **own, **extra}
+            points.append(Point(row, attention, options, int(n), float(cfg.timeout_s), why, None, source, sized))
     return points
 
 

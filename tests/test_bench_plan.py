@@ -45,6 +45,8 @@ def test_default_rows_are_every_registered_mechanism_in_registry_order(tmp_path)
     assert rows == expected and len(names) >= 6
     explicit = [p.row for p in plan(bench_config(tmp_path, "lengths=[64]", "mechanisms=[tssa,vanilla]"))]
     assert explicit == ["tssa", BASELINE, NAIVE, FLOOR]  # an explicit list keeps its order
+    alone = [p.row for p in plan(bench_config(tmp_path, "lengths=[64]", "mechanisms=tssa", "floor=false"))]
+    assert alone == ["tssa"]  # one name, not its letters
 
 
 def test_a_mechanism_without_a_config_runs_with_its_constructor_defaults(tmp_path, plugin, caplog):
