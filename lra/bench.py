@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import subprocess
 import sys
 import time
@@ -37,6 +38,7 @@ from lra import bench_report
 from lra.bench_child import run_child
 from lra.bench_plan import Point, plan, settings
 from lra.config import CONFIG_DIR
+from lra.errors import DEBUG_FLAG, USER_ERRORS, Reported, debug_requested, run_cli
 from lra.measure import device_name, device_slug, load_average
 
 log = logging.getLogger(__name__)
@@ -174,13 +176,18 @@ def _hydra_main(cfg: DictConfig) -> None:
     launcher = "lra-bench" if Path(sys.argv[0]).name == "lra-bench" else "python -m lra.bench"
     try:
         run(cfg, command=" ".join([launcher, *HydraConfig.get().overrides.task]))
-    except OutDirTaken as e:
-        print(f"lra-bench: {e}", file=sys.stderr)
-        raise SystemExit(2) from None
+    except USER_ERRORS as e:  # past Hydra's job runner, which would print a header line, to run_cli
+        raise Reported(e) from e
 
 
 def main() -> None:
-    _hydra_main()
+    """The ``lra-bench`` command: Hydra's, with user errors (a taken out_dir, a bad per_length or dtype) as
+    one line and exit status 2; ``--debug`` shows their traceback."""
+    argv = sys.argv[1:]
+    debug = debug_requested(argv)
+    sys.argv = [sys.argv[0], *(a for a in argv if a != DEBUG_FLAG)]
+    os.environ["HYDRA_FULL_ERROR"] = "1"  # Hydra re-raises every error; run_cli decides what is shown
+    sys.exit(run_cli("lra-bench", _hydra_main, debug=debug))
 
 
 if __name__ == "__main__":

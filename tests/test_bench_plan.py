@@ -3,7 +3,10 @@ config, the options sized from N, and settings a point carries of its own."""
 
 import json
 import logging
+import subprocess
+import sys
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 from torch import nn
@@ -15,6 +18,8 @@ from lra.config import compose_config
 from lra.measure import BASELINE, FLOOR, NAIVE
 from models.attention import available, register
 from tests.test_bench import TINY
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture
@@ -87,3 +92,10 @@ def test_settings_a_point_carries_override_the_sweeps_and_are_recorded(tmp_path)
     assert row["status"] == "ok", row.get("detail")
     assert row["batch"] == 3 and settings(cfg)["batch"] == 2
     assert row["train_tokens_per_s"] == pytest.approx(3 * 16 / row["train_median_ms"] * 1e3)
+
+
+def test_a_bad_setting_is_one_line_naming_it(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "lra.bench", *TINY, "dtype=fp16", f"out_dir={tmp_path / 'out'}"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert proc.returncode == 2 and proc.stderr == "lra-bench: dtype must be auto, fp32 or bf16, got 'fp16'\n"
+    assert not any((tmp_path / "out").glob("*"))  # nothing measured or written (Hydra may make the folder)
