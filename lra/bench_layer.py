@@ -3,7 +3,8 @@
     python -m lra.bench_layer --attention vanilla cast --lengths 1024 4096 16384 --batch 8
 
 A quick probe for whoever works on a mechanism; the whole-model sweep with tables and plots is
-``lra-bench`` (lra.bench), whose subprocess, timing and memory helpers this module shares.
+``lra-bench`` (lra.bench), whose child processes (lra.bench_child) and measurement (lra.measure)
+this module shares.
 Prints one line per (attention, length) and, with ``--csv FILE``, writes the raw numbers.
 Peak memory on CPU is the child process's peak resident set minus its resident set just
 before the layer and inputs were made (so the torch import is not counted); on CUDA it is
@@ -16,9 +17,9 @@ import argparse
 import json
 from pathlib import Path
 
-from lra.bench import peak_mb, reset_peak, run_child, summarise, time_calls
+from lra.bench_child import run_child
 from lra.bench_report import write_csv
-from lra.memory import rss_mb
+from lra.measure import peak_mb, reset_peak, rss_mb, summarise, time_calls
 
 
 def measure(
