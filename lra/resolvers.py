@@ -14,7 +14,7 @@ override (``attention.num_clusters=8``) replaces the rule. The rules, in the att
 - linformer / synthesizer: ``max_len = sum_int(N, 1)``, the length their learned tables cover (N + 1:
   the CLS token that ``pool=cls`` prepends).
 
-Importing this module registers the resolvers (``lra.train`` and ``lra.bench`` import it).
+Importing this module registers the resolvers (``lra.train`` and ``lra.bench_plan`` import it).
 """
 
 from __future__ import annotations
