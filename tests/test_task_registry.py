@@ -17,7 +17,7 @@ from tests.test_table import ROW, md_rows, table, write_result
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
-TOY_CONFIG = {  # what configs/task/toy.yaml would hold
+TOY_CONFIG = {  # what the toy task's config file (configs/task/) would hold
     "name": "toy",
     "profile": "tiny",
     "source": "generate",
