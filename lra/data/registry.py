@@ -82,13 +82,15 @@ def register_task(name: str, **declares) -> TaskSpec:
     spec = TaskSpec(name=name, **declares)
     if name in TASKS and TASKS[name] != spec:
         raise ValueError(f"task '{name}' is registered twice")
-    problems = [f"reader for '{s}', which is not one of its sources" for s in spec.readers if s not in spec.sources]
+    sources = ", ".join(spec.sources)
+    outside = [s for s in spec.readers if s not in spec.sources]
+    problems = [f"a reader for '{s}', which is not in its sources ({sources})" for s in outside]
     if spec.generated_source not in (None, *spec.sources):
-        problems.append(f"generated_source '{spec.generated_source}', which is not one of its sources")
+        problems.append(f"generated_source '{spec.generated_source}', which is not in its sources ({sources})")
     if spec.stand_in is not None and spec.stand_in not in spec.readers:
         problems.append(f"stand_in '{spec.stand_in}', a source without a reader")
     if (spec.stand_in is None) == (SYNTHETIC in spec.sources):
-        problems.append(f"source '{SYNTHETIC}' and stand_in must be declared together")
+        problems.append(f"'{SYNTHETIC}' in sources without a stand_in or the reverse (declare both or neither)")
     if problems:
         raise ValueError(f"task '{name}' declares {'; '.join(problems)}")
     TASKS[name] = spec

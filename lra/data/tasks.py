@@ -7,6 +7,10 @@ preparation with the reader of the chosen source (for ``source: synthetic`` it f
 reader), and ``expected_meta(task)`` is what a prepared folder's manifest must say: the settings the
 task declares, plus the synthetic set's settings when the task reads it. A folder made with other
 settings is refused, never silently used.
+
+A new task is its module (which calls ``register_task``), its name in the import of task modules
+below, its config ``configs/task/<name>.yaml`` and its tests; with a synthetic stand-in, also its
+writer in ``lra.data.synthetic.WRITERS``.
 """
 
 from __future__ import annotations
@@ -50,7 +54,7 @@ def synthetic_raw(task: dict, data_dir: str | Path) -> Path:
 
 
 def expected_meta(task: dict) -> dict:
-    """The preprocessing settings a prepared folder of ``task`` (its ``source`` included) records."""
+    """The preprocessing settings the manifest of a folder prepared for ``task`` (and its source) records."""
     meta = get_task(task["name"]).expected_meta(task)
     if task["source"] == SYNTHETIC:
         meta["synthetic"] = {k: int(v) for k, v in task["synthetic"].items()}
