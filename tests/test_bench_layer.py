@@ -11,7 +11,8 @@ from lra.bench_report import read_csv
 def test_options_follow_the_length_and_given_options_win(tmp_path, capsys):
     out = tmp_path / "layer.csv"
     args = ["--attention", "cast", 'cast:{"clustering": "sa_topk"}', "--lengths", "64", "144", "--batch", "1"]
-    main([*args, "--d-model", "16", "--heads", "2", "--repeats", "1", "--warmup", "0", "--threads", "1", "--csv", str(out)])
+    small = ["--d-model", "16", "--heads", "2", "--repeats", "1", "--warmup", "0", "--threads", "1"]
+    main([*args, *small, "--csv", str(out)])
     rows = read_csv(out)
     assert [r["status"] for r in rows] == ["ok"] * 4, capsys.readouterr().out
     opts = [json.loads(r["options"]) for r in rows]
