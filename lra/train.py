@@ -27,7 +27,6 @@ from pathlib import Path
 
 import hydra
 import lightning as L
-import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
@@ -42,11 +41,12 @@ from lra.build import (
     global_batch,
     total_steps,
 )
-from lra.callbacks import PeakMemory, StepTimer, cpu_conditions, describe_timing, load_average
+from lra.callbacks import PeakMemory, StepTimer, describe_timing
 from lra.config import CONFIG_DIR
 from lra.data.tasks import ensure_prepared
 from lra.dist import Job, job_of, rank0_decides, wait_for_spawner
 from lra.errors import DEBUG_FLAG, USER_ERRORS, Reported, debug_requested, run_cli
+from lra.measure import cpu_conditions, load_average, record_device
 from lra.results import git_sha, write_json_atomic
 from lra.resume import already_done, prepare_run_dir
 from lra.run_dir import RunDirLock, add_log_file, check_run_dir, read_run_file, save_hydra_files
@@ -155,7 +155,7 @@ def _run(cfg: DictConfig, run_dir: Path, overrides: list[str], trainer: L.Traine
             "train_loss": train_loss,
             **timing,
             "peak_mem_mb": peak_mb,
-            "device": torch.cuda.get_device_name() if memory.device_type == "cuda" else f"cpu ({os.cpu_count()} cores)",
+            "device": record_device(memory.device),
             "world_size": job.world_size,
             "batch_size": int(cfg.data.batch_size),
             "global_batch": global_batch(cfg, job.world_size),

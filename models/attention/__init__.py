@@ -25,6 +25,8 @@ from dataclasses import dataclass, field
 
 from torch import nn
 
+from models.attention._common import zero_padding  # noqa: F401  (the padding rule; lra-bench's floor row)
+
 _REGISTRY: dict[str, type[nn.Module]] = {}
 _DECLARATIONS: dict[str, Declaration] = {}
 
