@@ -20,8 +20,7 @@ and returns a short detail of what it measured, or raises ``RuleFailed`` saying 
   over only -inf keys gives NaN that zeroing the rows hides in the output but not in the backward).
 - gradients: in training mode (dropout 0.1) every parameter gets a finite, not all-zero gradient from
   a loss on the real outputs.
-- float64: the layer in float64 gives the float32 output to 1e-4 (no silent float32 casts of float64
-  inputs, no precision-dependent branches).
+- float64: the layer in float64 returns float64 and agrees with the layer in float32 to 1e-4.
 - eval deterministic: in eval mode a layer built with dropout 0.5 gives the output of the same
   weights built without dropout, whatever the global RNG state (no dropout and no fresh randomness
   at inference).

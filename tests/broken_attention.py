@@ -3,7 +3,10 @@ three that each break one, as a researcher's first draft might.
 
 ``Exact`` is softmax attention, ``softmax(q k^T / sqrt(d) + key-padding bias) v``, zero at padding.
 ``LeaksPadding`` forgets the key mask (real queries attend to padded tokens); ``DeadParameter`` holds a
-parameter its forward never uses; ``NoisyInEval`` applies dropout in eval mode too.
+parameter its forward never uses; ``NoisyInEval`` applies dropout in eval mode too; ``PaddingNotZeroed``
+leaves values at padded positions; ``NaNWhenEmpty`` gives a query without any real key an all -inf
+softmax (NaN that the zeroed rows hide in the output but not in the gradients); ``ReturnsFloat32``
+casts its output; ``NaNWithoutMask`` breaks when called without a mask; ``WrongShape`` drops a position.
 """
 
 from __future__ import annotations
@@ -52,3 +55,36 @@ class DeadParameter(Exact):
 class NoisyInEval(Exact):
     def mix(self, o: Tensor) -> Tensor:
         return F.dropout(o, self.dropout, training=True)  # the bug: dropout whatever the mode
+
+
+class PaddingNotZeroed(Exact):
+    def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
+        y = super().forward(x, mask)
+        return y if mask is None else y + (~mask[..., None]).to(y.dtype)  # the bug: padding is not zero
+
+
+class NaNWhenEmpty(Exact):
+    def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
+        b, n, d_model = x.shape
+        q, k, v = self.qkv(x).view(b, n, 3, self.n_heads, -1).permute(2, 0, 3, 1, 4)  # each (B, H, N, d)
+        scores = q @ k.transpose(-1, -2) / q.shape[-1] ** 0.5  # (B, H, N, N)
+        if mask is not None:  # the bug: a sequence without real keys gets a softmax over only -inf
+            scores = scores.masked_fill(~mask[:, None, None, :], float("-inf"))
+        y = self.out((scores.softmax(-1) @ v).transpose(1, 2).reshape(b, n, d_model))  # (B, N, D)
+        return y if mask is None else y.masked_fill(~mask[..., None], 0.0)
+
+
+class ReturnsFloat32(Exact):
+    def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
+        return super().forward(x, mask).float()  # the bug: float64 in, float32 out
+
+
+class NaNWithoutMask(Exact):
+    def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
+        y = super().forward(x, mask)
+        return y * float("nan") if mask is None else y  # the bug: only the masked call is right
+
+
+class WrongShape(Exact):
+    def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
+        return super().forward(x, mask)[:, 1:]  # the bug: one position short

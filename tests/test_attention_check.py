@@ -36,6 +36,10 @@ def test_a_correct_class_by_module_path_passes(capsys):
         ("LeaksPadding", {"padding content", "padding amount"}),
         ("DeadParameter", {"gradients"}),
         ("NoisyInEval", {"eval deterministic"}),
+        ("PaddingNotZeroed", {"zero at padding"}),
+        ("NaNWhenEmpty", {"fully padded"}),
+        ("ReturnsFloat32", {"float64"}),
+        ("NaNWithoutMask", {"finite", "padding amount"}),
     ],
 )
 def test_a_broken_mechanism_fails_naming_the_rule(broken, rules, capsys):
@@ -46,6 +50,12 @@ def test_a_broken_mechanism_fails_naming_the_rule(broken, rules, capsys):
     assert out.rstrip().endswith(f"FAIL: {', '.join(r for r in results(out) if r in rules)}")
     if broken == "DeadParameter":
         assert "gate got no gradient" in out
+
+
+def test_a_wrong_shape_fails_the_shape_rule(capsys):
+    assert cli(["check", "tests.broken_attention:WrongShape", *FAST]) == 1
+    out = capsys.readouterr().out
+    assert results(out)["shape"] == "FAIL" and "output (2, 63, 32) for input (2, 64, 32)" in out
 
 
 @pytest.mark.parametrize(
