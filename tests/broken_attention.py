@@ -6,7 +6,8 @@ three that each break one, as a researcher's first draft might.
 parameter its forward never uses; ``NoisyInEval`` applies dropout in eval mode too; ``PaddingNotZeroed``
 leaves values at padded positions; ``NaNWhenEmpty`` gives a query without any real key an all -inf
 softmax (NaN that the zeroed rows hide in the output but not in the gradients); ``ReturnsFloat32``
-casts its output; ``NaNWithoutMask`` breaks when called without a mask; ``WrongShape`` drops a position.
+casts its output; ``NaNWithoutMask`` breaks when called without a mask; ``WrongShape`` drops a position;
+``LengthScaled`` scales its output with the padded length.
 """
 
 from __future__ import annotations
@@ -88,3 +89,8 @@ class NaNWithoutMask(Exact):
 class WrongShape(Exact):
     def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
         return super().forward(x, mask)[:, 1:]  # the bug: one position short
+
+
+class LengthScaled(Exact):
+    def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
+        return super().forward(x, mask) * (x.shape[1] / 64)  # the bug: depends on the padded length

@@ -40,6 +40,7 @@ def test_a_correct_class_by_module_path_passes(capsys):
         ("NaNWhenEmpty", {"fully padded"}),
         ("ReturnsFloat32", {"float64"}),
         ("NaNWithoutMask", {"finite", "padding amount"}),
+        ("LengthScaled", {"padding amount"}),
     ],
 )
 def test_a_broken_mechanism_fails_naming_the_rule(broken, rules, capsys):
@@ -50,6 +51,8 @@ def test_a_broken_mechanism_fails_naming_the_rule(broken, rules, capsys):
     assert out.rstrip().endswith(f"FAIL: {', '.join(r for r in results(out) if r in rules)}")
     if broken == "DeadParameter":
         assert "gate got no gradient" in out
+    if broken == "LengthScaled":
+        assert "real outputs change with 16 more padded" in out
 
 
 def test_a_wrong_shape_fails_the_shape_rule(capsys):
