@@ -22,17 +22,22 @@ import argparse
 import importlib
 import sys
 
+import torch
 import yaml
+from omegaconf import OmegaConf
+from torch import nn
 
+import lra.resolvers  # noqa: F401  (${floor_div:...} etc. in a plugin's config file)
+from lra.attention_configs import plugin_config
+from lra.attention_rules import check as run_rules
+from lra.attention_rules import factory, make_inputs
+from lra.bench import attention_config, run_child
 from lra.errors import DEBUG_FLAG, UserError, debug_requested, run_cli
+from models.attention import build_attention, get, keyword_options, plugins
 
 
 def resolve(target: str) -> type:
     """The class of ``target``: ``module:Class`` or a registered name; UserError naming it otherwise."""
-    from torch import nn
-
-    from models.attention import get
-
     if ":" not in target:
         try:
             return get(target)
@@ -54,29 +59,23 @@ def resolve(target: str) -> type:
 def target_options(target: str, cls: type, length: int, overrides: dict) -> dict:
     """The options the layer is built with at ``length``: a registered name's config (else the
     constructor's defaults), then ``overrides``; an override the constructor lacks is a UserError."""
-    from lra.bench import attention_config
-    from models.attention import keyword_options
-
     valid = keyword_options(cls)
     unknown = sorted(set(overrides) - set(valid))
     if unknown:
         raise UserError(
             f"--opt {', '.join(unknown)}: not an option of {target}; valid: {', '.join(sorted(valid)) or '(none)'}"
         )
-    config = {} if ":" in target else attention_config(target, length) or plugin_options(target, length) or {}
+    if ":" in target:
+        config = {}
+    elif target in plugins():
+        config = plugin_options(target, length)
+    else:
+        config = attention_config(target, length) or {}
     return {**config, **overrides}
 
 
-def plugin_options(name: str, length: int) -> dict | None:
-    """A plugin's config (lra.attention_configs) resolved at ``length``, None for a built-in."""
-    from omegaconf import OmegaConf
-
-    import lra.resolvers  # noqa: F401  (${floor_div:...} etc. in a plugin's config file)
-    from lra.attention_configs import plugin_config
-    from models.attention import plugins
-
-    if name not in plugins():
-        return None
+def plugin_options(name: str, length: int) -> dict:
+    """A plugin's config (lra.attention_configs) resolved at ``length``, without ``name``."""
     cfg = OmegaConf.create({"task": {"max_len": int(length)}, "attention": plugin_config(name)})
     opts = OmegaConf.to_container(cfg.attention, resolve=True)
     opts.pop("name", None)
@@ -85,8 +84,6 @@ def plugin_options(name: str, length: int) -> dict | None:
 
 def build_layer(target: str, options: dict, *, d_model: int, n_heads: int, dropout: float = 0.0):
     """One layer of ``target`` (``module:Class`` or a registered name); UserError if the constructor refuses."""
-    from models.attention import build_attention
-
     cls = resolve(target)
     if d_model % n_heads:
         raise UserError(f"--d-model {d_model} is not divisible by --heads {n_heads}")
@@ -110,8 +107,6 @@ def parse_opts(pairs: list[str]) -> dict:
 
 def curve(target: str, options_at, a: argparse.Namespace) -> list[dict]:
     """Forward + backward ms and peak MB of ``target`` and vanilla at each length (lra.bench_layer)."""
-    from lra.bench import run_child
-
     rows = []
     for n in a.lengths:
         row = {"length": n}
@@ -135,11 +130,6 @@ def _num(v, fmt: str) -> str:
 
 
 def check(argv: list[str]) -> int:
-    import torch
-
-    from lra.attention_rules import check as run_rules
-    from lra.attention_rules import factory, make_inputs
-
     a = parser().parse_args(argv)
     if a.command != "check":
         raise UserError("usage: lra-attention check TARGET [options]")
