@@ -24,14 +24,13 @@ import sys
 
 import torch
 import yaml
-from omegaconf import OmegaConf
 from torch import nn
 
-import lra.resolvers  # noqa: F401  (${floor_div:...} etc. in a plugin's config file)
-from lra.attention_configs import plugin_config
+from lra.attention_configs import plugin_options
 from lra.attention_rules import check as run_rules
 from lra.attention_rules import factory, make_inputs
-from lra.bench import attention_config, run_child
+from lra.bench_child import run_child
+from lra.bench_plan import attention_config
 from lra.errors import DEBUG_FLAG, UserError, debug_requested, run_cli
 from models.attention import build_attention, get, keyword_options, plugins
 
@@ -74,14 +73,6 @@ def target_options(target: str, cls: type, length: int, overrides: dict) -> dict
     return {**config, **overrides}
 
 
-def plugin_options(name: str, length: int) -> dict:
-    """A plugin's config (lra.attention_configs) resolved at ``length``, without ``name``."""
-    cfg = OmegaConf.create({"task": {"max_len": int(length)}, "attention": plugin_config(name)})
-    opts = OmegaConf.to_container(cfg.attention, resolve=True)
-    opts.pop("name", None)
-    return opts
-
-
 def build_layer(target: str, options: dict, *, d_model: int, n_heads: int, dropout: float = 0.0):
     """One layer of ``target`` (``module:Class`` or a registered name); UserError if the constructor refuses."""
     cls = resolve(target)
@@ -106,7 +97,7 @@ def parse_opts(pairs: list[str]) -> dict:
 
 
 def curve(target: str, options_at, a: argparse.Namespace) -> list[dict]:
-    """Forward + backward ms and peak MB of ``target`` and vanilla at each length (lra.bench_layer)."""
+    """Forward + backward ms and peak MB of ``target`` and vanilla at each length (lra.bench_layer.measure)."""
     rows = []
     for n in a.lengths:
         row = {"length": n}

@@ -26,6 +26,7 @@ from pathlib import Path
 from hydra.core.config_store import ConfigStore
 from omegaconf import OmegaConf
 
+import lra.resolvers  # noqa: F401  (${floor_div:...} etc. in a plugin's config file)
 from models.attention import get, options, plugins
 
 log = logging.getLogger(__name__)
@@ -69,6 +70,14 @@ def plugin_config(name: str) -> dict:
     if unknown:
         raise ValueError(f"{path} sets {', '.join(unknown)}, not options of the constructor ({', '.join(defaults)})")
     return node
+
+
+def plugin_options(name: str, length: int) -> dict:
+    """Plugin ``name``'s options for sequences of ``length`` (its config resolved at ``task.max_len``)."""
+    cfg = OmegaConf.create({"task": {"max_len": int(length)}, "attention": plugin_config(name)})
+    opts = OmegaConf.to_container(cfg.attention, resolve=True)
+    opts.pop("name", None)
+    return opts
 
 
 def store_plugin_configs() -> list[str]:
