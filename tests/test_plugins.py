@@ -94,6 +94,8 @@ try:
     compose_config(["attention=toy_window", "attention.windw=3"])
 except Exception as e:
     out["struct"] = str(e).splitlines()[0]
+from lra.bench_plan import attention_config
+out["bench"] = [attention_config(name, 128) for name in ("toy_window", "toy_window_sized")]
 out["check"] = cli(["check", "toy_window_sized", "--d-model", "32", "--length", "32", "--lengths"])
 print("@@" + json.dumps(out))
 """
@@ -114,6 +116,7 @@ def test_plugin_configs_checks_and_registry(plugin_env, tmp_path):
     assert "attention.window=0: must be an integer >= 1" in too_small  # its declared minimum
     assert "attention 'toy_window' got unknown option(s) windw; valid options: window" in unknown
     assert "Could not override 'attention.windw'" in out["struct"]
+    assert out["bench"] == [{"window": 16}, {"window": 32}]  # lra-bench: the default; the YAML's 128 // 4
     assert out["check"] == 0
     assert "window=8" in proc.stdout and "PASS: every rule holds" in proc.stdout
 
