@@ -45,9 +45,9 @@ FIELDS = (
     Field("model", "run", "model dimensions: n_layers, d_model, n_heads, d_mlp"),
     Field("params", "run", "number of model parameters"),
     Field("steps", "training", "optimizer steps taken"),
-    Field("epochs", "training", "epochs started (Lightning's current_epoch at the end)"),
+    Field("epochs", "training", "Lightning's trainer.current_epoch when training ended"),
     Field("train_loss", "training", "mean training loss over the last trainer.log_every_n_steps steps"),
-    Field("val_acc", "accuracy", "best validation accuracy (fraction)"),
+    Field("val_acc", "accuracy", "best validation accuracy (fraction; the final weights' if none ran)"),
     Field("test_acc", "accuracy", "test accuracy of the best validation checkpoint (fraction)"),
     Field("val_examples", "accuracy", "examples val_acc covers", since=2),
     Field("test_examples", "accuracy", "examples test_acc covers", since=2),
@@ -71,7 +71,7 @@ FIELDS = (
     Field("git_sha", "provenance", "the harness's commit (-dirty: uncommitted changes), null outside git"),
     Field("finished", "provenance", "Unix time the record was made (lra-table keeps the newest repeat)", since=2),
     Field("overrides", "provenance", "the command line's config overrides"),
-    Field("resumed_from", "provenance", "run folders a resumed run continued, oldest first (null: none)", since=2),
+    Field("resumed_from", "provenance", "run folders a resumed run continued, oldest first ([]: not resumed)", since=2),
     Field("config", "provenance", "the resolved config"),
 )
 GROUPS = {g: tuple(f.name for f in FIELDS if f.group == g) for g in dict.fromkeys(f.group for f in FIELDS)}
