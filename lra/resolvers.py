@@ -12,7 +12,7 @@ override (``attention.num_clusters=8``) replaces the rule. The rules, in the att
 - srformer: ``segment_size = min(64, N // 8)`` (the default 64 at every LRA length, at least 8
   segments on shorter ones).
 
-Importing this module registers the resolvers (``lra.train`` and ``lra.bench`` import it).
+Importing this module registers the resolvers (``lra.train`` and ``lra.bench_plan`` import it).
 """
 
 from __future__ import annotations

@@ -3,9 +3,9 @@ that change its numbers.
 
 A record is a JSON object: ``schema`` (the version of this field list) and one value per field of
 ``FIELDS``, in that order. Each field belongs to one *group*, the part of the harness that measures
-it (``timing`` is ``lra.callbacks.StepTimer.summary()``, ``cpu`` is ``cpu_conditions()`` plus the
-load averages, ...); ``make_record`` takes one dict per group and refuses a group with a missing or
-an unknown key, so a new field is one line here plus the code that measures it.
+it (``timing`` is ``lra.callbacks.StepTimer.summary()``, ``cpu`` is ``lra.measure.cpu_conditions()``
+plus the load averages, ...); ``make_record`` takes one dict per group and refuses a group with a
+missing or an unknown key, so a new field is one line here plus the code that measures it.
 
 Versions. A field's ``since`` is the first schema whose every record has it. Records written before
 the schema existed carry no ``schema`` key: they are schema 1, and had only the ``since=1`` fields

@@ -37,12 +37,13 @@ from lightning.pytorch.loggers import Logger
 from omegaconf import DictConfig, OmegaConf
 
 import lra.resolvers  # noqa: F401  (the configs' ${sqrt_pow2:...} etc.)
-from lra.callbacks import NonFiniteLoss, PeakMemory, StepTimer, cpu_conditions, describe_timing, load_average
+from lra.callbacks import NonFiniteLoss, PeakMemory, StepTimer, describe_timing
 from lra.csv_log import LoggedRows, RunCSVLogger
 from lra.data.datamodule import LRADataModule
 from lra.data.tasks import ensure_prepared
 from lra.dist import Job, job_of, rank0_decides, wait_for_spawner
 from lra.errors import DEBUG_FLAG, USER_ERRORS, Reported, debug_requested, run_cli
+from lra.measure import cpu_conditions, load_average, record_device
 from lra.module import LRAModule
 from lra.results import git_sha, make_record, save_result
 from lra.resume import (
@@ -280,7 +281,6 @@ def _run(cfg: DictConfig, run_dir: Path, overrides: list[str], trainer: L.Traine
             tested = trainer.test(module, datamodule=dm, verbose=False)
         # collectives: every rank takes part, rank 0 writes (train_loss is the same on every rank)
         peak_mb = memory.job_peak_mb(trainer)
-        device = torch.cuda.get_device_name() if memory.device_type == "cuda" else f"cpu ({os.cpu_count()} cores)"
         record = make_record(
             run={
                 "task": cfg.task.name,
@@ -303,7 +303,7 @@ def _run(cfg: DictConfig, run_dir: Path, overrides: list[str], trainer: L.Traine
             timing=timing,
             memory={"peak_mem_mb": peak_mb},
             job={
-                "device": device,
+                "device": record_device(memory.device),
                 "world_size": job.world_size,
                 "batch_size": int(cfg.data.batch_size),
                 "global_batch": global_batch(cfg, job.world_size),

@@ -97,7 +97,7 @@ MINI_NOTE = (
 
 def preamble(table: str, argv: list[str], started: float, load_start: float, records: list[dict]) -> str:
     """What the table file says above the table: the command, when, how long, on what, under which load."""
-    from lra.bench import device_name
+    from lra.measure import device_name
 
     threads = os.environ.get("OMP_NUM_THREADS")
     device = collections.Counter(r["device"] for r in records).most_common(1)[0][0]
