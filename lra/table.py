@@ -37,6 +37,7 @@ import sys
 from pathlib import Path
 
 from lra.atomic import write_text_atomic
+from lra.data import tasks as task_registry
 from lra.published import PUBLISHED, load_published, published_order
 from lra.results import RESULT_FILE, NewerSchema, load_result
 from lra.table_cells import PATHX_FAIL_TOL, Table, aggregate
@@ -45,16 +46,10 @@ from lra.table_select import select
 
 log = logging.getLogger("lra.table")
 
-TASKS = ("listops", "text", "retrieval", "image", "pathfinder", "pathx")
-TITLES = {
-    "listops": "ListOps",
-    "text": "Text",
-    "retrieval": "Retrieval",
-    "image": "Image",
-    "pathfinder": "Pathfinder",
-    "pathx": "Path-X",
-}
-FIVE = TASKS[:5]
+# live views of the task registry (lra/data/registry.py): the columns in order, their titles, the tasks of Avg (5)
+TASKS = task_registry.TASK_NAMES
+TITLES = task_registry.TITLES
+FIVE = task_registry.AVERAGED
 
 
 def find_results(patterns: list[str]) -> list[Path]:

@@ -15,6 +15,7 @@ rows of one attention split by settings follow each other, sorted by their label
 from __future__ import annotations
 
 import statistics
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -89,9 +90,9 @@ class Table:
     """The aggregated cells and the two averages of the LRA table."""
 
     cells: dict[tuple[str, str], Cell]
-    tasks_known: tuple[str, ...]  # the benchmark's tasks in column order (lra.table.TASKS)
-    five: tuple[str, ...]  # the tasks of the LRA paper's average (lra.table.FIVE)
-    titles: dict[str, str]  # column titles by task (lra.table.TITLES)
+    tasks_known: Sequence[str]  # the benchmark's tasks in column order (lra.table.TASKS)
+    five: Sequence[str]  # the tasks of the LRA paper's average (lra.table.FIVE)
+    titles: Mapping[str, str]  # column titles by task (lra.table.TITLES)
     order: tuple[str, ...] = ()  # attentions in LRA Table 1's order (lra.published.published_order)
     fail_tol: float = PATHX_FAIL_TOL
     notes: list[str] = field(default_factory=list)  # runs left out as repeats, cells split by settings

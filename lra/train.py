@@ -37,6 +37,7 @@ from lightning.pytorch.loggers import Logger
 from omegaconf import DictConfig, OmegaConf
 
 import lra.resolvers  # noqa: F401  (the configs' ${sqrt_pow2:...} etc.)
+from lra.attention_configs import store_plugin_configs
 from lra.callbacks import NonFiniteLoss, PeakMemory, StepTimer, describe_timing
 from lra.csv_log import LoggedRows, RunCSVLogger
 from lra.data.datamodule import LRADataModule
@@ -60,6 +61,7 @@ from models.encoder import Classifier, Encoder, PairClassifier
 
 log = logging.getLogger(__name__)
 CONFIG_DIR = str(Path(__file__).resolve().parents[1] / "configs")
+store_plugin_configs()  # attention=<name> for mechanisms of other packages (lra.attention entry points)
 
 
 def check_keys(group: str, keys, valid) -> None:
