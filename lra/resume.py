@@ -26,7 +26,6 @@ import json
 import logging
 import os
 import signal
-import tempfile
 import time
 from pathlib import Path
 
@@ -35,9 +34,10 @@ from lightning.pytorch.callbacks import Checkpoint
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from omegaconf import DictConfig, OmegaConf
 
+from lra.atomic import write_atomic, write_json_atomic
 from lra.dist import any_rank
-from lra.errors import UserError, space_for
-from lra.results import load_result, without_no_effect, write_json_atomic
+from lra.errors import UserError
+from lra.results import load_result, without_no_effect
 
 log = logging.getLogger(__name__)
 
@@ -227,15 +227,7 @@ def torch_save_atomic(obj, path: Path) -> None:
 
     A full disk raises an OSError naming the folder and the bytes needed (not torch's ``enforce fail``)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        with space_for(path.parent, tensor_bytes(obj)):
-            torch.save(obj, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_atomic(path, lambda f: torch.save(obj, f), needed=tensor_bytes(obj))
 
 
 def prepare_run_dir(cfg: DictConfig, run_dir: Path) -> str | None:

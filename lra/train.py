@@ -46,7 +46,7 @@ from lra.dist import Job, job_of, rank0_decides, wait_for_spawner
 from lra.errors import DEBUG_FLAG, USER_ERRORS, Reported, debug_requested, run_cli
 from lra.measure import cpu_conditions, load_average, record_device
 from lra.module import LRAModule
-from lra.results import git_sha, write_json_atomic
+from lra.results import git_sha, make_record, save_result
 from lra.resume import (
     AtomicCheckpointIO,
     ResumeCheckpoints,
@@ -283,40 +283,48 @@ def _run(cfg: DictConfig, run_dir: Path, overrides: list[str], trainer: L.Traine
             tested = trainer.test(module, datamodule=dm, verbose=False)
         # collectives: every rank takes part, rank 0 writes (train_loss is the same on every rank)
         peak_mb = memory.job_peak_mb(trainer)
-        record = {
-            "task": cfg.task.name,
-            "attention": cfg.attention.name,
-            "seed": int(cfg.seed),
-            "model": {k: cfg.model[k] for k in ("n_layers", "d_model", "n_heads", "d_mlp")},
-            "params": n_params,
-            "steps": int(trainer.global_step),
-            "epochs": int(trainer.current_epoch),
-            "val_acc": float(val_acc),
-            "test_acc": float(tested[0]["test/acc"]),
-            "val_examples": None if val_examples is None else int(val_examples),
-            "test_examples": int(tested[0]["test/examples"]),
-            "train_loss": train_loss,
-            **timing,
-            "peak_mem_mb": peak_mb,
-            "device": record_device(memory.device),
-            "world_size": job.world_size,
-            "batch_size": int(cfg.data.batch_size),
-            "global_batch": global_batch(cfg, job.world_size),
-            "precision": str(trainer.precision),
-            "wall_s": time.time() - started,
-            **cpu_conditions(),
-            "load_avg_start": load_at_start,
-            "load_avg_end": load_average(),
-            "git_sha": git_sha(),
-            "finished": time.time(),  # lra-table keeps the newest of repeated runs
-            "overrides": overrides,
-            "resumed_from": None,
-            "config": OmegaConf.to_container(cfg, resolve=True),
-        }
+        record = make_record(
+            run={
+                "task": cfg.task.name,
+                "attention": cfg.attention.name,
+                "seed": int(cfg.seed),
+                "model": {k: cfg.model[k] for k in ("n_layers", "d_model", "n_heads", "d_mlp")},
+                "params": n_params,
+            },
+            training={
+                "steps": int(trainer.global_step),
+                "epochs": int(trainer.current_epoch),
+                "train_loss": train_loss,
+            },
+            accuracy={
+                "val_acc": float(val_acc),
+                "test_acc": float(tested[0]["test/acc"]),
+                "val_examples": None if val_examples is None else int(val_examples),
+                "test_examples": int(tested[0]["test/examples"]),
+            },
+            timing=timing,
+            memory={"peak_mem_mb": peak_mb},
+            job={
+                "device": record_device(memory.device),
+                "world_size": job.world_size,
+                "batch_size": int(cfg.data.batch_size),
+                "global_batch": global_batch(cfg, job.world_size),
+                "precision": str(trainer.precision),
+            },
+            cpu={**cpu_conditions(), "load_avg_start": load_at_start, "load_avg_end": load_average()},
+            provenance={
+                "wall_s": time.time() - started,
+                "git_sha": git_sha(),
+                "finished": time.time(),  # lra-table keeps the newest of repeated runs
+                "overrides": overrides,
+                "resumed_from": None,  # rank 0 reads it from run.json below
+                "config": OmegaConf.to_container(cfg, resolve=True),
+            },
+        )
         if not job.is_zero:
             return record
         record["resumed_from"] = read_run_file(run_dir)["resumed_from"]
-        write_json_atomic(run_dir / "result.json", record)
+        save_result(run_dir, record)
         numbers = {k: v for k, v in record.items() if isinstance(v, int | float) and v is not None}
         for lg in wandb_loggers:
             try:
