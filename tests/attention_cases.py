@@ -17,6 +17,10 @@ CASES: dict[str, dict] = {
     "cast[sa_topk]": {"num_clusters": 4, "cluster_size": 16, "clustering": "sa_topk"},
     "clustered": {"num_clusters": 8, "bits": 16, "iterations": 3},
     "improved_clustered": {"num_clusters": 8, "bits": 16, "iterations": 3, "topk": 8},
+    "linear": {},
+    "linear[causal]": {"causal": True},
+    "performer": {"features": 32},
+    "performer[causal]": {"features": 32, "causal": True},
     "improved_clustered[fallback]": {"num_clusters": 48, "bits": 16, "iterations": 3, "topk": 8},
 }
 
