@@ -106,6 +106,8 @@ def test_a_resumed_module_redraws_at_the_same_steps():
     for _ in range(4):
         original(x)
     resumed = make(seed=7, features=16, redraw_every=3).train()  # another seed: everything comes from the state dict
+    resumed(x)  # a module that has run before (2 steps) and then loads a checkpoint taken at step 4
+    resumed(x)
     resumed.load_state_dict(original.state_dict())
     resumed(x)  # reads steps = 4 from the loaded buffer
     original(x)
