@@ -39,26 +39,27 @@ def feature_attention(phi_q: Tensor, phi_k: Tensor, v: Tensor, causal: bool = Fa
 
     phi_q, phi_k: (B, H, N, m) non-negative features (phi_k zero at padded keys); v: (B, H, N, e).
     Non-causal: sums over all keys; causal: over keys j <= i. Returns (B, H, N, e) and (B, H, N).
+    A column of ones appended to V makes the denominator the last column of the same products, so the
+    features are read once for both.
     """
+    e = v.shape[-1]
+    v1 = F.pad(v, (0, 1), value=1.0)  # (B, H, N, e + 1): [V, 1]
     if not causal:
-        kv = torch.einsum("bhnm,bhne->bhme", phi_k, v)  # (B, H, m, e): S = sum_j phi(k_j) v_j^T
-        z = phi_k.sum(dim=2)  # (B, H, m): z = sum_j phi(k_j)
-        return phi_q @ kv, torch.einsum("bhnm,bhm->bhn", phi_q, z)
+        kv = phi_k.transpose(-1, -2) @ v1  # (B, H, m, e + 1): [S, z], S = sum_j phi(k_j) v_j^T, z = sum_j phi(k_j)
+        out = phi_q @ kv  # (B, H, N, e + 1)
+        return out[..., :e], out[..., e]
     b, h, n, m = phi_q.shape
     c = min(CHUNK, n)
     pad = -n % c
     if pad:  # zero features at the padded tail: nothing added to the sums, outputs cut off below
-        phi_q, phi_k, v = (F.pad(t, (0, 0, 0, pad)) for t in (phi_q, phi_k, v))
+        phi_q, phi_k, v1 = (F.pad(t, (0, 0, 0, pad)) for t in (phi_q, phi_k, v1))
     nc = (n + pad) // c
-    qc, kc, vc = (t.reshape(b, h, nc, c, t.shape[-1]) for t in (phi_q, phi_k, v))  # (B, H, nc, c, .)
-    kv = torch.einsum("bhcnm,bhcne->bhcme", kc, vc)  # (B, H, nc, m, e): each chunk's S
-    z = kc.sum(dim=3)  # (B, H, nc, m): each chunk's z
-    kv_before = F.pad(kv.cumsum(dim=2)[:, :, :-1], (0, 0, 0, 0, 1, 0))  # sum over earlier chunks only
-    z_before = F.pad(z.cumsum(dim=2)[:, :, :-1], (0, 0, 1, 0))  # (B, H, nc, m)
-    scores = torch.einsum("bhcim,bhcjm->bhcij", qc, kc).tril()  # (B, H, nc, c, c): keys j <= i in the chunk
-    num = torch.einsum("bhcim,bhcme->bhcie", qc, kv_before) + scores @ vc  # (B, H, nc, c, e)
-    den = torch.einsum("bhcim,bhcm->bhci", qc, z_before) + scores.sum(dim=-1)  # (B, H, nc, c)
-    return num.reshape(b, h, nc * c, -1)[:, :, :n], den.reshape(b, h, nc * c)[:, :, :n]
+    qc, kc, vc = (t.reshape(b, h, nc, c, t.shape[-1]) for t in (phi_q, phi_k, v1))  # (B, H, nc, c, .)
+    kv = kc.transpose(-1, -2) @ vc  # (B, H, nc, m, e + 1): each chunk's [S, z]
+    kv_before = F.pad(kv.cumsum(dim=2)[:, :, :-1], (0, 0, 0, 0, 1, 0))  # sums over the earlier chunks only
+    scores = (qc @ kc.transpose(-1, -2)).tril()  # (B, H, nc, c, c): keys j <= i within the chunk
+    out = (qc @ kv_before + scores @ vc).reshape(b, h, nc * c, e + 1)[:, :, :n]  # (B, H, N, e + 1)
+    return out[..., :e], out[..., e]
 
 
 def elu_features(x: Tensor) -> Tensor:

@@ -35,6 +35,8 @@ key can change an earlier output through ``eps_f`` (LRA's tasks are all non-caus
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -76,7 +78,9 @@ def positive_features(x: Tensor, w: Tensor, mask: Tensor | None = None, *, is_qu
         real = dash if mask is None else dash.masked_fill(~mask[:, None, :, None], float("-inf"))
         stab = real.amax(dim=(-2, -1), keepdim=True)  # (B, H, 1, 1)
         stab = torch.where(torch.isfinite(stab), stab, torch.zeros_like(stab))  # a sequence without real keys
-    phi = (torch.exp(dash - half_sq - stab) + FEATURE_EPS) * w.shape[0] ** -0.5
+    ratio = w.shape[0] ** -0.5
+    # m^-1/2 (exp(dash - |x~|^2/2 - M) + eps_f) in three passes over (B, H, N, m): m^-1/2 moves into the exponent
+    phi = (dash - (half_sq + stab - math.log(ratio))).exp_() + FEATURE_EPS * ratio
     if not is_query and mask is not None:
         phi = phi * mask[:, None, :, None]
     return phi
