@@ -3,7 +3,11 @@
     python -m lra.bench_layer --attention vanilla cast --lengths 1024 4096 16384 --batch 8
 
 A quick probe for whoever works on a mechanism; the whole-model sweep with tables and plots is
-``lra-bench`` (lra.bench), whose subprocess, timing and memory helpers this module shares.
+``lra-bench`` (lra.bench), whose child processes (lra.bench_child) and measurement (lra.measure)
+this module shares.
+Options at each length are the mechanism's as ``lra-bench`` sizes them (configs/attention/<name>.yaml
+resolved at ``task.max_len = N``, ``lra.bench_plan.attention_config``), updated by the JSON options
+given after the name; so ``cast`` at 4096 gets 64 x 64 clusters and ``linformer`` max_len 4096.
 Prints one line per (attention, length) and, with ``--csv FILE``, writes the raw numbers.
 Peak memory on CPU is the child process's peak resident set minus its resident set just
 before the layer and inputs were made (so the torch import is not counted); on CUDA it is
@@ -16,9 +20,10 @@ import argparse
 import json
 from pathlib import Path
 
-from lra.bench import peak_mb, reset_peak, run_child, summarise, time_calls
+from lra.bench_child import run_child
+from lra.bench_plan import attention_config
 from lra.bench_report import write_csv
-from lra.memory import rss_mb
+from lra.measure import peak_mb, reset_peak, rss_mb, summarise, time_calls
 
 
 def measure(
@@ -79,8 +84,12 @@ def main(argv: list[str] | None = None) -> None:
     rows = []
     for spec in a.attention:
         name, _, opts = spec.partition(":")
-        options = json.loads(opts) if opts else {}
+        given = json.loads(opts) if opts else {}
         for n in a.lengths:
+            sized = attention_config(name, n)
+            if sized is None:
+                raise SystemExit(f"lra.bench_layer: no such attention '{name}' (registered: see lra-bench's rows)")
+            options = {**sized, **given}
             kw = dict(batch=a.batch, d_model=a.d_model, n_heads=a.heads, repeats=a.repeats, warmup=a.warmup)
             kw.update(attention=name, options=options, length=n, device=a.device, threads=a.threads)
             res = run_child("lra.bench_layer:measure", kw, timeout_s=a.timeout)

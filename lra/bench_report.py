@@ -2,19 +2,20 @@
 
 Everything here works on the benchmark's row dicts (one per attention row and length, as in
 points.csv); a row whose ``status`` is not ``ok`` shows its status in the tables and is left out
-of the plots. Relative columns divide by the ``vanilla`` (SDPA) row at the same length; without
-an ``ok`` vanilla point there they read "-".
+of the plots (lra.bench_plot). The numbers the tables show are derived in lra.bench_numbers. Relative
+columns divide by the ``vanilla`` (SDPA) row at the same length; without an ``ok`` vanilla point there
+they read "-".
 """
 
 from __future__ import annotations
 
 import csv
-import math
 import os
 import platform
 from pathlib import Path
 
-from lra.bench import BASELINE, FLOOR, NAIVE
+from lra.bench_numbers import attention_cost, flags, index, label, load_value, ok_value, relative, row_order, slope
+from lra.bench_plot import plot
 from lra.results import write_text_atomic
 
 FIRST_COLUMNS = ("row", "attention", "length", "status", "failed_phase", "detail", "options")
@@ -46,107 +47,8 @@ def read_csv(path: Path) -> list[dict]:
 
 
 # ---------------------------------------------------------------------------------------------
-# Numbers derived from the rows
-# ---------------------------------------------------------------------------------------------
-def index(rows: list[dict]) -> dict[tuple[str, int], dict]:
-    return {(r["row"], int(r["length"])): r for r in rows}
-
-
-def ok_value(idx: dict, row: str, n: int, key: str) -> float | None:
-    """``key`` of the (row, n) point if its phase succeeded, else None. Inference runs first, so a
-    point that failed in training (``failed_phase`` train) still has valid ``infer_*`` numbers."""
-    r = idx.get((row, n))
-    if r is None or r.get(key) in (None, ""):
-        return None
-    done = r.get("status") == "ok" or (key.startswith("infer_") and r.get("failed_phase") == "train")
-    return float(r[key]) if done else None
-
-
-def relative(idx: dict, row: str, n: int, key: str) -> float | None:
-    """(row, n)'s ``key`` divided by vanilla SDPA's at the same n; None if either is missing."""
-    v, base = ok_value(idx, row, n, key), ok_value(idx, BASELINE, n, key)
-    return None if v is None or not base else v / base
-
-
-def attention_cost(idx: dict, row: str, n: int, key: str = "train_median_ms") -> float | None:
-    """(t - t_floor) / (t_vanilla - t_floor) at the same n: the share of vanilla's attention time kept."""
-    t, floor, van = (ok_value(idx, r, n, key) for r in (row, FLOOR, BASELINE))
-    if t is None or floor is None or van is None or van == floor:
-        return None
-    return (t - floor) / (van - floor)
-
-
-def slope(idx: dict, row: str, lengths: list[int], key: str) -> float | None:
-    """Least-squares slope of log(key) against log(N) over ``lengths`` (None with fewer than 2 points)."""
-    pts = [(math.log(n), math.log(v)) for n in lengths if (v := ok_value(idx, row, n, key)) and v > 0]
-    if len(pts) < 2:
-        return None
-    mx, my = sum(x for x, _ in pts) / len(pts), sum(y for _, y in pts) / len(pts)
-    sxx = sum((x - mx) ** 2 for x, _ in pts)
-    return sum((x - mx) * (y - my) for x, y in pts) / sxx
-
-
-LOAD_MOVED = 1.0  # a 1-minute load average that moves by more than this during a point or the sweep is flagged
-
-
-def _load(r: dict, key: str) -> float | None:
-    v = r.get(key)
-    return float(v) if isinstance(v, int | float) else None
-
-
-def flags(rows: list[dict]) -> tuple[list[str], set[tuple[str, int, str]]]:
-    """Why some timings may be wrong, and the (row, N, phase) they concern (phase ``train`` or
-    ``infer``): a floor (no attention at all) slower than a row with attention, a negative or
-    meaningless attention share, a 1-minute load average that moved by more than ``LOAD_MOVED``
-    during a point or the whole sweep."""
-    idx, names, reasons, points = index(rows), row_order(rows), [], set()
-    for n in sorted({int(r["length"]) for r in rows}):
-        for key, phase in (("train_median_ms", "train"), ("infer_median_ms", "infer")):
-            floor = ok_value(idx, FLOOR, n, key)
-            faster = [(m, t) for m in names if m != FLOOR and (t := ok_value(idx, m, n, key)) is not None]
-            faster = [(m, t) for m, t in faster if floor is not None and t < floor]
-            if faster:
-                than = ", ".join(f"{m} ({t:.1f} ms)" for m, t in faster)
-                what = "training step" if phase == "train" else "inference forward"
-                reasons.append(f"N={_label(n)}: the floor's {what} ({floor:.1f} ms) is slower than {than}")
-                points |= {(FLOOR, n, phase), *((m, n, phase) for m, _ in faster)}
-        van, floor = (ok_value(idx, r, n, "train_median_ms") for r in (BASELINE, FLOOR))
-        if van is not None and floor is not None and van <= floor:
-            reasons.append(f"N={_label(n)}: vanilla is not slower than the floor, so no attention share is meaningful")
-            points |= {(m, n, "train") for m in names if ok_value(idx, m, n, "train_median_ms") is not None}
-        negative = [m for m in names if (c := attention_cost(idx, m, n)) is not None and c < 0]
-        if negative:
-            reasons.append(f"N={_label(n)}: negative attention share for {', '.join(negative)}")
-            points |= {(m, n, "train") for m in negative}
-    loads = [(r, _load(r, "load_start"), _load(r, "load_end")) for r in rows]
-    loads = [(r, a, b) for r, a, b in loads if a is not None and b is not None]
-    moved = [(r, a, b) for r, a, b in loads if abs(b - a) > LOAD_MOVED]
-    if moved:
-        shown = ", ".join(f"{r['row']} N={_label(int(r['length']))} ({a:.2f} -> {b:.2f})" for r, a, b in moved)
-        reasons.append(f"the 1-minute load average moved by more than {LOAD_MOVED:g} while these points ran: {shown}")
-        points |= {(r["row"], int(r["length"]), phase) for r, _, _ in moved for phase in ("train", "infer")}
-    if loads and abs(loads[-1][2] - loads[0][1]) > LOAD_MOVED:
-        reasons.append(
-            f"the 1-minute load average moved from {loads[0][1]:.2f} to {loads[-1][2]:.2f} during the sweep (it"
-            " includes the sweep's own process): points measured at different loads compare less well"
-        )
-    return reasons, points
-
-
-def row_order(rows: list[dict]) -> list[str]:
-    """vanilla, vanilla_naive, the other mechanisms in sweep order, floor last; unavailable rows dropped."""
-    seen = list(dict.fromkeys(r["row"] for r in rows if r.get("status") != "unavailable"))
-    head = [r for r in (BASELINE, NAIVE) if r in seen]
-    return head + [r for r in seen if r not in (BASELINE, NAIVE, FLOOR)] + ([FLOOR] if FLOOR in seen else [])
-
-
-# ---------------------------------------------------------------------------------------------
 # table.md
 # ---------------------------------------------------------------------------------------------
-def _label(n: int) -> str:
-    return f"{n // 1024}K" if n % 1024 == 0 else str(n)
-
-
 def _fmt(v: float | None, spec: str) -> str:
     return "-" if v is None else format(v, spec)
 
@@ -156,7 +58,7 @@ def _times(rel: float | None) -> str:
 
 
 def _grid(names: list[str], lengths: list[int], cell) -> list[str]:
-    lines = ["| attention | " + " | ".join(_label(n) for n in lengths) + " |"]
+    lines = ["| attention | " + " | ".join(label(n) for n in lengths) + " |"]
     lines.append("|---|" + "---:|" * len(lengths))
     for name in names:
         lines.append(f"| {name} | " + " | ".join(cell(name, n) for n in lengths) + " |")
@@ -209,7 +111,7 @@ def build_table(rows: list[dict], lengths: list[int], *, slope_from: int | None 
     out += _grid(names, lengths, with_rel("infer_peak_mem_mb", ".0f"))
     fit = [n for n in lengths if slope_from is None or n >= slope_from]
     fit = fit if len(fit) >= 2 else lengths
-    span = ", ".join(_label(n) for n in fit)
+    span = ", ".join(label(n) for n in fit)
     out += ["", f"### Scaling: log-log slope against N over {span} (1 = linear, 2 = quadratic; failures left out)", ""]
     out += ["| attention | training step time | training memory | inference time | inference memory |"]
     out += ["|---|---:|---:|---:|---:|"]
@@ -227,57 +129,9 @@ def build_table(rows: list[dict], lengths: list[int], *, slope_from: int | None 
         out += ["A timing marked ! may be wrong (a busy machine or noise); measure it again.", ""]
         out += [f"- {r}" for r in reasons]
     else:
-        load = "" if any(_load(r, "load_start") is not None for r in rows) else " (no load average recorded)"
+        load = "" if any(load_value(r, "load_start") is not None for r in rows) else " (no load average recorded)"
         out += [f"None: the floor is the fastest row and no attention share is negative at every length{load}."]
     return "\n".join(out) + "\n"
-
-
-# ---------------------------------------------------------------------------------------------
-# speed.png, memory.png
-# ---------------------------------------------------------------------------------------------
-STYLE = {BASELINE: dict(color="black"), NAIVE: dict(color="black", ls="--"), FLOOR: dict(color="grey", ls=":")}
-
-
-def plot(rows: list[dict], path: Path, panels: list[tuple[str, str]], title: str) -> None:
-    """Log-log against N, one line per row (failed points omitted); one panel per (key, y label)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    idx, names = index(rows), row_order(rows)
-    lengths = sorted({int(r["length"]) for r in rows})
-
-    def guide(ax, starts: list[float]) -> None:
-        """Faint O(N) and O(N^2) lines from the lowest point at the shortest length."""
-        if not starts or len(lengths) < 2:
-            return
-        y0, n0 = min(starts), lengths[0]
-        for power, ls in ((1, "-"), (2, "-.")):
-            ys = [y0 * (n / n0) ** power for n in lengths]
-            ax.plot(lengths, ys, color="silver", lw=0.8, ls=ls, zorder=0, label=f"O(N{'²' * (power == 2)}) guide")
-
-    fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 4.5), squeeze=False)
-    for ax, (key, ylabel) in zip(axes[0], panels):
-        for name in names:
-            pts = [(n, v) for n in lengths if (v := ok_value(idx, name, n, key)) is not None]
-            if pts:
-                xs, ys = zip(*pts)
-                ax.plot(xs, ys, marker="o", label=name, **STYLE.get(name, {}))
-        ax.set_xscale("log", base=2)
-        ax.set_yscale("log")
-        ylim = ax.get_ylim()
-        guide(ax, [v for name in names for n in lengths[:1] if (v := ok_value(idx, name, n, key)) is not None])
-        ax.set_ylim(ylim)  # the guides do not stretch the axis
-        ax.set_xticks(lengths, [_label(n) for n in lengths])
-        ax.set_xlabel("sequence length N")
-        ax.set_ylabel(ylabel)
-        ax.grid(True, which="both", alpha=0.3)
-    axes[0][0].legend(fontsize=8, loc="upper left")
-    fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,10 +1,9 @@
-"""Measurement callbacks: optimizer-step time, throughput and peak memory."""
+"""Measurement callbacks: optimizer-step time, throughput and peak memory (the measuring itself: lra.measure)."""
 
 from __future__ import annotations
 
 import logging
 import math
-import os
 import statistics
 import time
 
@@ -12,14 +11,9 @@ import lightning as L
 import torch
 
 from lra.dist import all_reduce
-from lra.memory import peak_rss_mb, reset_peak_rss
+from lra.measure import peak_mb, reset_peak, sync
 
 log = logging.getLogger(__name__)
-
-
-def _sync(module: L.LightningModule) -> None:
-    if module.device.type == "cuda":
-        torch.cuda.synchronize(module.device)
 
 
 class StepTimer(L.Callback):
@@ -47,12 +41,12 @@ class StepTimer(L.Callback):
         self._seen = self._global_step = 0
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
-        _sync(pl_module)
+        sync(pl_module.device)
         self._global_step = trainer.global_step
         self._t0 = time.perf_counter()
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        _sync(pl_module)
+        sync(pl_module.device)
         ids = batch["ids"]
         mask = pl_module.mask(ids)
         real = ids.numel() if mask is None else int(mask.sum())
@@ -114,16 +108,6 @@ def describe_timing(timing: dict) -> str:
     )
 
 
-def cpu_conditions() -> dict[str, int]:
-    """What the CPU timing ran with: torch's intra-op threads and the CPUs this process may use."""
-    return {"threads": torch.get_num_threads(), "cpus_available": len(os.sched_getaffinity(0))}
-
-
-def load_average() -> list[float]:
-    """The system's 1, 5 and 15 minute load averages (other processes competing for the CPUs)."""
-    return [round(x, 2) for x in os.getloadavg()]
-
-
 class PeakMemory(L.Callback):
     """Peak memory in MB during fit and test (``job_peak_mb``: the largest of the ranks').
 
@@ -133,20 +117,15 @@ class PeakMemory(L.Callback):
     """
 
     def __init__(self):
-        self.device_type = "cpu"
+        self.device = torch.device("cpu")
 
     def on_fit_start(self, trainer, pl_module) -> None:
-        self.device_type = pl_module.device.type
-        if self.device_type == "cuda":
-            torch.cuda.reset_peak_memory_stats(pl_module.device)
-        else:
-            reset_peak_rss()
+        self.device = pl_module.device
+        reset_peak(self.device)
 
     def peak_mb(self) -> float:
         """This process's peak."""
-        if self.device_type == "cuda":
-            return torch.cuda.max_memory_allocated() / 2**20
-        return peak_rss_mb()
+        return peak_mb(self.device)
 
     def job_peak_mb(self, trainer: L.Trainer) -> float:
         """The largest peak over the ranks (every rank must call it)."""

@@ -1,11 +1,13 @@
-"""Composing the Hydra config outside ``lra-train`` (for ``lra-data`` and tests)."""
+"""Composing the Hydra config outside ``lra-train`` (for ``lra-data``, ``lra-bench`` and tests)."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
-from lra.train import CONFIG_DIR
+CONFIG_DIR = str(Path(__file__).resolve().parents[1] / "configs")
 
 
 def compose_config(overrides: list[str] | None = None, config_name: str = "train") -> DictConfig:

@@ -10,9 +10,11 @@ override (``attention.num_clusters=8``) replaces the rule. The rules, in the att
 - clustered / improved_clustered: ``num_clusters = min(100, N // 8)`` (the reference's 100 at
   every LRA length; shorter sequences keep about 8 queries per cluster);
 - srformer: ``segment_size = min(64, N // 8)`` (the default 64 at every LRA length, at least 8
-  segments on shorter ones).
+  segments on shorter ones);
+- linformer / synthesizer: ``max_len = sum_int(N, 1)``, the length their learned tables cover (N + 1:
+  the CLS token that ``pool=cls`` prepends).
 
-Importing this module registers the resolvers (``lra.train`` and ``lra.bench`` import it).
+Importing this module registers the resolvers (``lra.train`` and ``lra.bench_plan`` import it).
 """
 
 from __future__ import annotations
@@ -42,6 +44,11 @@ def floor_div(a: int, b: int) -> int:
     return max(1, int(a) // int(b))
 
 
+def sum_int(*values: int) -> int:
+    """The sum of the arguments, as an int."""
+    return sum(int(v) for v in values)
+
+
 def min_int(*values: int) -> int:
     """The smallest of the arguments, as an int."""
     return min(int(v) for v in values)
@@ -52,6 +59,7 @@ RESOLVERS: dict[str, Callable[..., int]] = {
     "ceil_div": ceil_div,
     "floor_div": floor_div,
     "min_int": min_int,
+    "sum_int": sum_int,
 }
 
 

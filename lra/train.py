@@ -37,12 +37,13 @@ from lightning.pytorch.loggers import Logger
 from omegaconf import DictConfig, OmegaConf
 
 import lra.resolvers  # noqa: F401  (the configs' ${sqrt_pow2:...} etc.)
-from lra.callbacks import NonFiniteLoss, PeakMemory, StepTimer, cpu_conditions, describe_timing, load_average
+from lra.callbacks import NonFiniteLoss, PeakMemory, StepTimer, describe_timing
 from lra.csv_log import LoggedRows, RunCSVLogger
 from lra.data.datamodule import LRADataModule
 from lra.data.tasks import ensure_prepared
 from lra.dist import Job, job_of, rank0_decides, wait_for_spawner
 from lra.errors import DEBUG_FLAG, USER_ERRORS, Reported, debug_requested, run_cli
+from lra.measure import cpu_conditions, load_average, record_device
 from lra.module import LRAModule
 from lra.results import git_sha, write_json_atomic
 from lra.resume import (
@@ -295,7 +296,7 @@ def _run(cfg: DictConfig, run_dir: Path, overrides: list[str], trainer: L.Traine
             "train_loss": train_loss,
             **timing,
             "peak_mem_mb": peak_mb,
-            "device": torch.cuda.get_device_name() if memory.device_type == "cuda" else f"cpu ({os.cpu_count()} cores)",
+            "device": record_device(memory.device),
             "world_size": job.world_size,
             "batch_size": int(cfg.data.batch_size),
             "global_batch": global_batch(cfg, job.world_size),

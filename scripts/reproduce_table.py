@@ -6,8 +6,9 @@
 
 TABLE is ``lra`` (``experiment=lra/<task>``: the LRA reference settings) or ``mini``
 (``experiment=mini/<task>``: short sequences, a tiny model and small generated or fixture-sized
-data, for a CPU). Each task gets one sweep over every registered attention mechanism
-(``models.attention.available()``, so a new mechanism joins by itself) and the seeds, into
+data, for a CPU). Each registered task (``lra.data.registry``, in the table's column order, so a
+new task joins by itself) gets one sweep over every registered attention mechanism
+(``models.attention.available()``) and the seeds, into
 ``OUT/<task>``; then ``lra-table`` writes ``results/tables/<table>-<device>.md``. A task whose
 preset is not written yet, or whose data are not prepared, is reported (with the command that
 prepares it) and skipped; a sweep that fails is reported and the others go on. Trailing
@@ -35,8 +36,7 @@ from omegaconf import OmegaConf  # noqa: E402
 from lra import table as lra_table  # noqa: E402
 from lra.config import compose_config  # noqa: E402
 from lra.data.prepared import prepared_dir, read_manifest  # noqa: E402
-from lra.data.tasks import TASKS as DATA_TASKS  # noqa: E402
-from lra.data.tasks import prepare_command  # noqa: E402
+from lra.data.tasks import TASK_NAMES, TASKS, prepare_command  # noqa: E402
 from models.attention import available  # noqa: E402
 
 TABLES = ("lra", "mini")
@@ -76,7 +76,7 @@ def skip_reason(table: str, task: str, extra: list[str]) -> str | None:
     except Exception as e:  # a task config that has not landed yet, a bad override, ...
         return f"its config does not compose ({type(e).__name__}: {e})"
     t = OmegaConf.to_container(cfg.task, resolve=True)
-    spec = DATA_TASKS.get(t["name"])
+    spec = TASKS.get(t["name"])
     if spec is None:
         return f"task '{t['name']}' has no data preparation in lra.data.tasks yet"
     folder = prepared_dir(cfg.paths.data_dir, t["name"], t["profile"])
@@ -97,7 +97,7 @@ MINI_NOTE = (
 
 def preamble(table: str, argv: list[str], started: float, load_start: float, records: list[dict]) -> str:
     """What the table file says above the table: the command, when, how long, on what, under which load."""
-    from lra.bench import device_name
+    from lra.measure import device_name
 
     threads = os.environ.get("OMP_NUM_THREADS")
     device = collections.Counter(r["device"] for r in records).most_common(1)[0][0]
@@ -147,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
         p.error(f"--seeds must be comma-separated integers, got '{a.seeds}'")
     out = a.out or Path("multirun") / f"{a.table}-{time.strftime('%Y-%m-%d_%H-%M-%S')}"
     attentions = available()
-    commands = {t: sweep_command(a.table, t, attentions, a.seeds, out / t, a.launcher, extra) for t in lra_table.TASKS}
+    commands = {t: sweep_command(a.table, t, attentions, a.seeds, out / t, a.launcher, extra) for t in TASK_NAMES}
     if a.print:
         for cmd in commands.values():
             print(shlex.join(cmd))

@@ -22,6 +22,12 @@ CASES: dict[str, dict] = {
     "performer": {"features": 32},
     "performer[causal]": {"features": 32, "causal": True},
     "improved_clustered[fallback]": {"num_clusters": 48, "bits": 16, "iterations": 3, "topk": 8},
+    "linformer": {"max_len": 80, "k": 16},
+    "linformer[share_kv]": {"max_len": 64, "k": 16, "share_kv": True},
+    "nystromformer": {"landmarks": 8},
+    "nystromformer[uneven]": {"landmarks": 10, "conv_kernel": 5},
+    "synthesizer": {"max_len": 80},
+    "synthesizer[random]": {"max_len": 80, "kind": "random"},
 }
 
 

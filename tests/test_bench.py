@@ -12,8 +12,10 @@ from pathlib import Path
 import pytest
 
 from lra import bench_report
-from lra.bench import BASELINE, FLOOR, NAIVE, OutDirTaken, Point, check_out_dir, plan, run, run_point, settings
+from lra.bench import OutDirTaken, check_out_dir, run, run_point
+from lra.bench_plan import Point, plan, settings
 from lra.config import compose_config
+from lra.measure import BASELINE, FLOOR, NAIVE
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = [

@@ -86,7 +86,7 @@ def test_cosine_schedule():
 def test_peak_rss_is_reset_between_jobs():
     import numpy as np
 
-    from lra.memory import peak_rss_mb, reset_peak_rss
+    from lra.measure import peak_rss_mb, reset_peak_rss
 
     big = np.ones(200 * 2**20, dtype=np.uint8)  # touch 200 MB
     high = peak_rss_mb()

@@ -8,7 +8,9 @@
     lra-data info listops
 
 Trailing ``key=value`` arguments are Hydra overrides of the training config, so the data
-is prepared exactly as ``lra-train`` with the same overrides will look for it. A user error
+is prepared exactly as ``lra-train`` with the same overrides will look for it. The tasks, their
+sources and which have a generator (with its own flags) are the task registry's
+(``lra.data.registry``): a registered task appears here by itself. A user error
 (bad raw data, a damaged manifest, a full disk) is one message and exit status 2; ``--debug``
 shows its traceback.
 """
@@ -18,15 +20,14 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import shlex
 import sys
 
 from omegaconf import OmegaConf
 
-from lra.data import listops
 from lra.data.prepared import prepared_dir, read_manifest, verify
+from lra.data.registry import generators
 from lra.data.sources import data_path_exists
-from lra.data.tasks import TASKS, get_task, prepare_command, settings_diff
+from lra.data.tasks import TASKS, get_task, prepare, prepare_command, settings_diff
 from lra.errors import DEBUG_FLAG, debug_requested, run_cli
 
 log = logging.getLogger("lra.data")
@@ -66,44 +67,36 @@ def cmd_prepare(a: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
-    folder = spec.prepare(task, data_dir, source=source, path=path, workers=a.workers)
+    folder = prepare(task, data_dir, source=source, path=path, workers=a.workers)
     _print_info(folder)
     return 0
 
 
-def _pathfinder_prepare(out: str, resolution: int, difficulty: str) -> str:
-    """The ``lra-data prepare`` command that reads what ``generate`` wrote: the task whose config has this
-    resolution (pathfinder 32, pathx 128), else pathfinder with the resolution and length overridden."""
-    configs = {t: _task_cfg(t, [])[0] for t in ("pathfinder", "pathx")}
-    by_resolution = {int(c["resolution"]): t for t, c in configs.items()}
-    name = by_resolution.get(resolution, "pathfinder")
-    cmd = ["lra-data", "prepare", name, "--source", "release", "--path", str(out)]
-    if resolution not in by_resolution:
-        cmd += [f"task.resolution={resolution}", f"task.max_len={resolution * resolution}"]
-    if difficulty != configs[name]["difficulty"]:
-        cmd.append(f"task.difficulty={difficulty}")
-    return shlex.join(cmd)
+def generator_flags() -> dict[str, dict]:
+    """The command-line flags the generators declare (``lra.data.registry.Generator.options``), each once."""
+    flags: dict[str, dict] = {}
+    for name in generators():
+        for flag, keywords in get_task(name).generator.options.items():
+            if flags.setdefault(flag, dict(keywords)) != keywords:
+                raise ValueError(f"task '{name}' declares generator flag {flag} unlike another generator does")
+    return flags
+
+
+def flag_name(flag: str) -> str:
+    """argparse's attribute name for a flag (``--n`` -> ``n``)."""
+    return flag.lstrip("-").replace("-", "_")
 
 
 def cmd_generate(a: argparse.Namespace) -> int:
     task, _ = _task_cfg(a.task, a.overrides)
-    if a.task in ("pathfinder", "pathx"):
-        from lra.data import pathfinder_gen
-
-        resolution = a.resolution or int(task["resolution"])
-        difficulty = a.difficulty or task["difficulty"]
-        n = a.n or int(task["generator"]["n"])
-        folder = pathfinder_gen.generate(
-            a.out, resolution=resolution, difficulty=difficulty, n=n, workers=a.workers, seed=a.seed
-        )
-        prepare = _pathfinder_prepare(a.out, resolution, difficulty)
-        print(f"wrote {n} images to {folder} (release layout; prepare with: {prepare})")
-        return 0
-    if a.task != "listops":
-        raise SystemExit(f"lra-data generate: no generator for '{a.task}' (generators: listops, pathfinder, pathx)")
-    cfg = listops.GeneratorConfig(**task["generator"])
-    folder = listops.write_release(a.out, listops.generate(cfg, workers=a.workers))
-    print(f"wrote {folder}/basic_{{train,val,test}}.tsv ({cfg.n_train}/{cfg.n_val}/{cfg.n_test} expressions)")
+    generator = get_task(a.task).generator
+    if generator is None:
+        raise SystemExit(f"lra-data generate: no generator for '{a.task}' (generators: {', '.join(generators())})")
+    options = {flag_name(f): getattr(a, flag_name(f)) for f in generator.options}
+    written = generator.write(
+        task, a.out, workers=a.workers, options=options, task_config=lambda name: _task_cfg(name, [])[0]
+    )
+    print(written)
     return 0
 
 
@@ -155,13 +148,11 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--path", help="folder of the raw source (the extracted lra_release, aclImdb, ...)")
     s.add_argument("--workers", type=int, default=2, help="worker processes for generators")
     s.add_argument("--force", action="store_true", help="prepare again even if prepared data exists")
-    s = add("generate", cmd_generate, "write generated raw data in the release format")
+    s = add("generate", cmd_generate, f"write generated raw data in the release format ({', '.join(generators())})")
     s.add_argument("--out", required=True, help="output folder")
     s.add_argument("--workers", type=int, default=2)
-    s.add_argument("--resolution", type=int, choices=(32, 64, 128, 256), help="pathfinder: image size")
-    s.add_argument("--difficulty", choices=("easy", "inter", "hard"), help="pathfinder: contour length 6/9/14")
-    s.add_argument("--n", type=int, help="pathfinder: number of images")
-    s.add_argument("--seed", type=int, default=0, help="pathfinder: generator seed")
+    for flag, keywords in generator_flags().items():  # each generator's own flags (lra/data/<task>.py)
+        s.add_argument(flag, **keywords)
     add("verify", cmd_verify, "check prepared files against the manifest's checksums")
     add("info", cmd_info, "describe the prepared data")
     a, extra = p.parse_known_args(argv)

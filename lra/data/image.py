@@ -17,6 +17,10 @@ Order and validation split: LRA reads ``tfds.load('cifar10', split='train[:90%]'
 and ``'train[90%:]'`` for validation. TFDS stores CIFAR-10 in the order of the md5 hash of
 (split name, CIFAR index) (its shuffling), so :func:`tfds_order` rebuilds that order from the
 indices and the last 10% of it is exactly LRA's 5,000 validation images, whatever the source.
+
+The task (``lra.data.registry``): the three sources above and ``synthetic`` (made-up images written
+as the CIFAR-10 pickles, read by the folder reader); validation = the last ``task.val_fraction``
+of the training split in that order.
 """
 
 from __future__ import annotations
@@ -31,6 +35,8 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from lra.data.prepared import PreparedWriter, prepared_dir
+from lra.data.registry import SYNTHETIC, register_task
 from lra.data.sources import hf_split, tfds_split
 
 log = logging.getLogger(__name__)
@@ -174,3 +180,44 @@ def n_train(n: int, val_fraction: float) -> int:
 
 
 READERS = {"hf": read_hf, "tfds": read_tfds, "folder": read_folder}  # source -> reader(split, path)
+
+
+def expected_meta(task: dict) -> dict:
+    return {"max_len": int(task["max_len"]), "val_fraction": float(task["val_fraction"])}
+
+
+def prepare(task: dict, data_dir: str | Path, *, source: str, path, read, meta: dict, workers: int) -> Path:
+    """Each split as ``read(split, path)`` gives it, in grayscale and TFDS order; ``val`` cut from train."""
+    if int(task["max_len"]) != SIDE * SIDE:
+        raise ValueError(f"task.max_len must be {SIDE * SIDE} for CIFAR-10, got {task['max_len']}")
+    if source == "hf":
+        log.warning(
+            "image --source hf: HF rows are taken in CIFAR order; for LRA's exact validation images "
+            "use --source tfds or folder (see lra/data/image.py)"
+        )
+    out = prepared_dir(data_dir, "image", task["profile"])
+    with PreparedWriter(out, task="image", profile=task["profile"], source=source, meta=meta) as w:
+        for split in SPLITS:
+            with tqdm(desc=f"image {split}", unit="img", mininterval=1.0) as bar:
+                ids, labels = gray_split(read(split, path), split, progress=bar)
+            if split == "train":
+                n = n_train(len(ids), float(task["val_fraction"]))
+                w.add_split("train", ids[:n], labels[:n])
+                w.add_split("val", ids[n:], labels[n:])
+            else:
+                w.add_split(split, ids, labels)
+    return out
+
+
+register_task(
+    "image",
+    title="Image",
+    column=4,
+    average=True,
+    sources=(*SOURCES, SYNTHETIC),
+    readers=READERS,
+    prepare=prepare,
+    expected_meta=expected_meta,
+    generated_source=SYNTHETIC,
+    stand_in="folder",
+)

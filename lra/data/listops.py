@@ -5,6 +5,9 @@ depth limit is a digit with probability 0.75 and otherwise one of MIN, MAX, MED,
 2..max_args arguments. The serialisation is byte-compatible with the release's
 ``basic_{train,val,test}.tsv``: LRA writes them with ``csv.writer(f, delimiter="\\t")``, so the
 header is ``Source\\tTarget`` and every line ends with ``\\r\\n`` (the csv module's default).
+
+The task (``lra.data.registry``): sources ``generate`` (this generator, prepared on first use, also
+``lra-data generate listops``) and ``release`` (the release TSVs); ids (n, ``task.max_len``) uint8.
 """
 
 from __future__ import annotations
@@ -20,6 +23,10 @@ from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
+
+from lra.data.prepared import PreparedWriter, prepared_dir
+from lra.data.registry import Generator, register_task
+from lra.data.sources import find_release_file, require_release_path
 
 log = logging.getLogger(__name__)
 
@@ -184,3 +191,55 @@ def encode(texts: Iterable[str], max_len: int) -> np.ndarray:
 
 def config_dict(cfg: GeneratorConfig) -> dict:
     return asdict(cfg)
+
+
+# --- the task -----------------------------------------------------------------------------------
+
+
+def expected_meta(task: dict) -> dict:
+    meta = {"max_len": int(task["max_len"]), "source": task["source"]}
+    if task["source"] == "generate":
+        meta["generator"] = config_dict(GeneratorConfig(**task["generator"]))
+    return meta
+
+
+def read_release(path: str | Path | None) -> dict[str, list[tuple[str, int]]]:
+    """The release's ``listops-1000/basic_{train,val,test}.tsv`` under ``path``, as (expression, label) rows."""
+    path = require_release_path(path)
+    return {s: list(read_tsv(find_release_file(path, f"listops-1000/basic_{s}.tsv"))) for s in SPLITS}
+
+
+def prepare(task: dict, data_dir: str | Path, *, source: str, path, read, meta: dict, workers: int) -> Path:
+    """Generate (``source=generate``) or read (``read(path)``) the three splits, tokenise, write them."""
+    out = prepared_dir(data_dir, "listops", task["profile"])
+    if source == "generate":
+        cfg = GeneratorConfig(**task["generator"])
+        log.info("generating ListOps %s with %d worker(s)", cfg, workers)
+        splits = generate(cfg, workers=workers)
+    else:
+        splits = read(path)
+    with PreparedWriter(out, task="listops", profile=task["profile"], source=source, meta=meta) as w:
+        for split, rows in splits.items():
+            w.add_split(split, encode((t for t, _ in rows), task["max_len"]), [label for _, label in rows])
+    return out
+
+
+def write_generated(task: dict, out: str | Path, *, workers: int, options: dict, task_config) -> str:
+    """``lra-data generate listops``: the release TSVs with ``task.generator``'s settings."""
+    cfg = GeneratorConfig(**task["generator"])
+    folder = write_release(out, generate(cfg, workers=workers))
+    return f"wrote {folder}/basic_{{train,val,test}}.tsv ({cfg.n_train}/{cfg.n_val}/{cfg.n_test} expressions)"
+
+
+register_task(
+    "listops",
+    title="ListOps",
+    column=1,
+    average=True,
+    sources=("generate", "release"),
+    readers={"release": read_release},
+    prepare=prepare,
+    expected_meta=expected_meta,
+    generated_source="generate",
+    generator=Generator(write_generated),
+)

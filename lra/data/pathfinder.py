@@ -8,6 +8,12 @@
 
 Both the release and ``lra.data.pathfinder_gen.generate`` write this layout. The release
 contains one empty (0-byte) PNG; empty files are skipped with a warning.
+
+The tasks (``lra.data.registry``): ``pathfinder`` (32x32) and ``pathx`` (Path-X, the same task at
+128x128, outside the LRA paper's 5-task mean) differ only in their configs (``task.resolution``,
+``task.max_len``). Sources ``generate`` (``lra.data.pathfinder_gen`` writes the release layout beside
+the prepared arrays, then this reader reads it; also ``lra-data generate``) and ``release``; the
+images are split 80/10/10 with ``task.split_seed``.
 """
 
 from __future__ import annotations
@@ -15,14 +21,20 @@ from __future__ import annotations
 import logging
 import os
 import re
+import shlex
+import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from lra.data.pathfinder_gen import FOLDERS
-from lra.data.sources import release_roots
+from lra.data import pathfinder_gen
+from lra.data.pathfinder_gen import DIFFICULTIES, FOLDERS, PARAMS
+from lra.data.prepared import CorruptDataError, PreparedWriter, prepared_dir
+from lra.data.registry import Generator, register_task
+from lra.data.sources import release_roots, require_release_path
 
 log = logging.getLogger(__name__)
 
@@ -124,3 +136,104 @@ def split_indices(n: int, seed: int = 0) -> dict[str, np.ndarray]:
         "val": np.sort(perm[n_train : n_train + n_val]),
         "test": np.sort(perm[n_train + n_val :]),
     }
+
+
+# --- the tasks ----------------------------------------------------------------------------------
+
+
+def expected_meta(task: dict) -> dict:
+    meta = {
+        "resolution": int(task["resolution"]),
+        "difficulty": task["difficulty"],
+        "source": task["source"],
+        "split_seed": int(task["split_seed"]),
+    }
+    if task["source"] == "generate":
+        meta["generator"] = {"n": int(task["generator"]["n"]), "seed": int(task["generator"]["seed"])}
+    return meta
+
+
+def read_release(task: dict, path: str | os.PathLike | None) -> tuple[np.ndarray, np.ndarray]:
+    """Images and labels of ``task.resolution`` and ``task.difficulty`` in the release layout at ``path``."""
+    return read_pathfinder(require_release_path(path), int(task["resolution"]), task["difficulty"])
+
+
+def generate_images(task: dict, out: Path, workers: int) -> Path:
+    """``task.generator.n`` images in the release layout in ``<out>.images``, emptied first (so the
+    images and metadata files of an earlier preparation with other settings are never read)."""
+    path = out.with_name(out.name + ".images")
+    shutil.rmtree(path, ignore_errors=True)
+    resolution, difficulty, gen = int(task["resolution"]), task["difficulty"], task["generator"]
+    log.info("generating %d Pathfinder images (%dx%d, %s) with %d worker(s) into %s",
+             gen["n"], resolution, resolution, difficulty, workers, path)  # fmt: skip
+    pathfinder_gen.generate(
+        path, resolution=resolution, difficulty=difficulty, n=int(gen["n"]), workers=workers, seed=int(gen["seed"])
+    )
+    return path
+
+
+def prepare(task: dict, data_dir: str | Path, *, source: str, path, read, meta: dict, workers: int) -> Path:
+    """The images (generated first for ``source=generate``), split and written."""
+    out = prepared_dir(data_dir, task["name"], task["profile"])
+    if source == "generate":
+        path, read = generate_images(task, out, workers), read_release  # the generator writes the release layout
+    images, labels = read(task, path)
+    if source == "generate" and len(labels) != int(task["generator"]["n"]):
+        raise CorruptDataError(
+            f"{path}: read {len(labels)} generated images, task.generator.n is {task['generator']['n']}; "
+            f"delete {path} and prepare again with --force"
+        )
+    with PreparedWriter(out, task=task["name"], profile=task["profile"], source=source, meta=meta) as w:
+        for split, idx in split_indices(len(labels), seed=int(task["split_seed"])).items():
+            w.add_split(split, images[idx], labels[idx])
+    return out
+
+
+def prepare_hint(out: str, resolution: int, difficulty: str, task_config: Callable[[str], dict]) -> str:
+    """The ``lra-data prepare`` command that reads what ``generate`` wrote: the task whose config has this
+    resolution (pathfinder 32, pathx 128), else pathfinder with the resolution and length overridden."""
+    configs = {t: task_config(t) for t in ("pathfinder", "pathx")}
+    by_resolution = {int(c["resolution"]): t for t, c in configs.items()}
+    name = by_resolution.get(resolution, "pathfinder")
+    cmd = ["lra-data", "prepare", name, "--source", "release", "--path", str(out)]
+    if resolution not in by_resolution:
+        cmd += [f"task.resolution={resolution}", f"task.max_len={resolution * resolution}"]
+    if difficulty != configs[name]["difficulty"]:
+        cmd.append(f"task.difficulty={difficulty}")
+    return shlex.join(cmd)
+
+
+def write_generated(task: dict, out: str, *, workers: int, options: dict, task_config) -> str:
+    """``lra-data generate pathfinder|pathx``: images in the release layout; flags override the task config."""
+    resolution = options["resolution"] or int(task["resolution"])
+    difficulty = options["difficulty"] or task["difficulty"]
+    n = options["n"] or int(task["generator"]["n"])
+    folder = pathfinder_gen.generate(
+        out, resolution=resolution, difficulty=difficulty, n=n, workers=workers, seed=options["seed"]
+    )
+    prepare = prepare_hint(out, resolution, difficulty, task_config)
+    return f"wrote {n} images to {folder} (release layout; prepare with: {prepare})"
+
+
+GENERATOR = Generator(
+    write_generated,
+    options={
+        "--resolution": {"type": int, "choices": tuple(PARAMS), "help": "pathfinder: image size"},
+        "--difficulty": {"choices": tuple(DIFFICULTIES), "help": "pathfinder: contour length 6/9/14"},
+        "--n": {"type": int, "help": "pathfinder: number of images"},
+        "--seed": {"type": int, "default": 0, "help": "pathfinder: generator seed"},
+    },
+)
+for _name, _title, _column, _average in (("pathfinder", "Pathfinder", 5, True), ("pathx", "Path-X", 6, False)):
+    register_task(
+        _name,
+        title=_title,
+        column=_column,
+        average=_average,
+        sources=("generate", "release"),
+        readers={"release": read_release},
+        prepare=prepare,
+        expected_meta=expected_meta,
+        generated_source="generate",
+        generator=GENERATOR,
+    )

@@ -11,6 +11,9 @@ tab-separated columns ``label, id1, id2, text1, text2``; the text fields are fed
 Preprocessing (LRA ``matching/input_pipeline.py``): each document is cut to its first 10,000
 bytes, encoded ``byte + 1`` (0 = padding), then truncated/padded to ``max_len``; a pair is one row
 of shape (2, max_len), uint16.
+
+The task (``lra.data.registry``): the two sources above and ``synthetic`` (made-up pairs written as
+the release's ``tsv_data/``, read as the release); each source's reader gives a split's TSV file.
 """
 
 from __future__ import annotations
@@ -22,7 +25,9 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from lra.data.sources import encode_bytes, encoded_chunks, hf_hub_file
+from lra.data.prepared import PreparedWriter, prepared_dir
+from lra.data.registry import SYNTHETIC, register_task
+from lra.data.sources import encode_bytes, encoded_chunks, find_release_file, hf_hub_file, require_release_path
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +53,11 @@ def hf_file(split: str, path: str | Path | None = None) -> Path:
         if candidate.is_file():
             return candidate
     raise FileNotFoundError(f"'{HF_DIR}/{name}' not found under {root} (a local copy of the {HF_REPO} repository)")
+
+
+def release_file(split: str, path: str | Path | None) -> Path:
+    """The TSV of ``split`` in the extracted release at ``path`` (``tsv_data/``)."""
+    return find_release_file(require_release_path(path), f"{RELEASE_DIR}/{FILES[split]}")
 
 
 def read_tsv(path: str | Path, progress: bool = True) -> Iterator[Row]:
@@ -89,3 +99,32 @@ def chunks(path: Path, max_len: int, doc_bytes: int) -> Iterator[tuple[np.ndarra
     return encoded_chunks(
         read_tsv(path), lambda b: encode_pairs(b, max_len, doc_bytes), desc=path.name, progress=False
     )  # read_tsv's bar shows bytes read of the file
+
+
+def expected_meta(task: dict) -> dict:
+    return {"max_len": int(task["max_len"]), "doc_bytes": int(task["doc_bytes"])}
+
+
+def prepare(task: dict, data_dir: str | Path, *, source: str, path, read, meta: dict, workers: int) -> Path:
+    """Each split's TSV (``read(split, path)``, all found before anything is written), as pairs of ids."""
+    files = {split: read(split, path) for split in FILES}
+    out = prepared_dir(data_dir, "retrieval", task["profile"])
+    max_len, doc_bytes = int(task["max_len"]), int(task["doc_bytes"])
+    with PreparedWriter(out, task="retrieval", profile=task["profile"], source=source, meta=meta) as w:
+        for split, file in files.items():
+            w.add_chunks(split, chunks(file, max_len, doc_bytes), row_shape=(2, max_len), dtype=np.uint16)
+    return out
+
+
+register_task(
+    "retrieval",
+    title="Retrieval",
+    column=3,
+    average=True,
+    sources=(*SOURCES, SYNTHETIC),
+    readers={"release": release_file, "hf": hf_file},
+    prepare=prepare,
+    expected_meta=expected_meta,
+    generated_source=SYNTHETIC,
+    stand_in="release",
+)

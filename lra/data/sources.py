@@ -119,6 +119,16 @@ def release_roots(path: str | Path) -> list[Path]:
     return [root / nest for nest in RELEASE_NESTINGS]
 
 
+def find_release_file(path: str | Path, relative: str) -> Path:
+    """``path/relative`` where ``path`` is the extracted release, also when nested as
+    ``lra_release/`` or ``lra_release/lra_release/`` (as the archive often extracts)."""
+    candidates = [root / relative for root in release_roots(path)]
+    for c in candidates:
+        if c.exists():
+            return c
+    raise FileNotFoundError(f"'{relative}' not found under {path} (looked in {', '.join(str(c) for c in candidates)})")
+
+
 def require_release_path(path: str | Path | None) -> str | Path:
     """``path``, or a clear error when ``--source release`` was given without it."""
     if path is None:

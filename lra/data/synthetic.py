@@ -224,3 +224,7 @@ def cifar_images(*, n_train: int, n_test: int, seed: int) -> dict[str, tuple[np.
 def write_cifar(root: str | Path, *, n_train: int, n_test: int, seed: int) -> Path:
     """The synthetic images as ``root/cifar-10-batches-py`` (``n_train`` a multiple of 5); returns that folder."""
     return write_cifar_batches(root, cifar_images(n_train=n_train, n_test=n_test, seed=seed))
+
+
+# task -> writer(root, **task.synthetic) -> the path its stand-in reader reads (lra.data.registry's stand_in)
+WRITERS = {"text": write_imdb, "retrieval": write_aan, "image": write_cifar}

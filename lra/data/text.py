@@ -12,6 +12,10 @@ files and the HF copy do not), ``byte + 1`` of the UTF-8 encoding, 0 = padding, 
 ``max_len``. Each split is sorted by (label, bytes), so the prepared arrays do not depend on the
 order a source happens to store the reviews in, and a seeded holdout picks the same reviews
 whichever source was used.
+
+The task (``lra.data.registry``): the three sources above and ``synthetic`` (made-up reviews in the
+``aclImdb`` layout, read by the folder reader); ids (n, ``task.max_len``) uint16; with
+``task.holdout`` > 0, that many training reviews (seeded) become the split ``val``.
 """
 
 from __future__ import annotations
@@ -23,6 +27,8 @@ from pathlib import Path
 
 import numpy as np
 
+from lra.data.prepared import PreparedWriter, prepared_dir
+from lra.data.registry import SYNTHETIC, register_task
 from lra.data.sources import encode_bytes, encoded_chunks, hf_split, tfds_split
 
 log = logging.getLogger(__name__)
@@ -119,3 +125,38 @@ def chunks(rows: list[Row], max_len: int, desc: str) -> Iterator[tuple[np.ndarra
 
 
 READERS = {"hf": read_hf, "tfds": read_tfds, "folder": read_folder}  # source -> reader(split, path)
+
+
+def expected_meta(task: dict) -> dict:
+    meta = {"max_len": int(task["max_len"]), "strip": bool(task["strip"]), "holdout": int(task["holdout"])}
+    if meta["holdout"]:
+        meta["holdout_seed"] = int(task["holdout_seed"])
+    return meta
+
+
+def prepare(task: dict, data_dir: str | Path, *, source: str, path, read, meta: dict, workers: int) -> Path:
+    """Each split's reviews as ``read(split, path)`` gives them, in canonical order, encoded."""
+    out = prepared_dir(data_dir, "text", task["profile"])
+    max_len = int(task["max_len"])
+    with PreparedWriter(out, task="text", profile=task["profile"], source=source, meta=meta) as w:
+        for split in SPLITS:
+            rows = canonical(read(split, path), strip=task["strip"])
+            if split == "train" and task["holdout"]:
+                rows, held = holdout(rows, int(task["holdout"]), int(task["holdout_seed"]))
+                w.add_chunks("val", chunks(held, max_len, "text val"), row_shape=(max_len,), dtype=np.uint16)
+            w.add_chunks(split, chunks(rows, max_len, f"text {split}"), row_shape=(max_len,), dtype=np.uint16)
+    return out
+
+
+register_task(
+    "text",
+    title="Text",
+    column=2,
+    average=True,
+    sources=(*SOURCES, SYNTHETIC),
+    readers=READERS,
+    prepare=prepare,
+    expected_meta=expected_meta,
+    generated_source=SYNTHETIC,
+    stand_in="folder",
+)
