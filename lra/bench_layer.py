@@ -42,14 +42,14 @@ def measure(
     """Time forward+backward of one layer in this process. Returns a dict of raw numbers."""
     import torch
 
-    from models.attention import build_attention
+    from lra.attention_check import build_layer
 
     if threads:
         torch.set_num_threads(threads)
     torch.manual_seed(seed)
     dev = torch.device(device)
     base_mb = rss_mb()
-    layer = build_attention(attention, d_model=d_model, n_heads=n_heads, **options).to(dev).train()
+    layer = build_layer(attention, options, d_model=d_model, n_heads=n_heads).to(dev).train()
     reset_peak(dev)
     x = torch.randn(batch, length, d_model, device=dev, requires_grad=True)  # (B, N, D)
     mask = torch.ones(batch, length, dtype=torch.bool, device=dev)  # (B, N), all real

@@ -7,8 +7,9 @@ row with status ``unavailable``, so a table made before a mechanism exists shows
 
 Options at a length N, lowest to highest precedence:
 1. configs/attention/<name>.yaml resolved with ``task.max_len = N`` (CAST's clusters, clustered's
-   ``num_clusters``, SRformer's segments follow N, lra/resolvers.py); a mechanism that ships no
-   config runs with its constructor's defaults (``models.attention.options``), the same at every N;
+   ``num_clusters``, SRformer's segments follow N, lra/resolvers.py); a plugin's own config file,
+   resolved the same way (``lra.attention_configs``); a mechanism that ships no config runs with
+   its constructor's defaults (``models.attention.options``), the same at every N;
 2. the row's own (``impl: naive`` for vanilla_naive);
 3. ``per_length.<name>.<N>``.
 Each point records where its options came from and which of them were sized from N: the options the
@@ -60,11 +61,15 @@ def config_path(name: str) -> Path:
 def attention_config(name: str, length: int) -> dict | None:
     """Options of mechanism ``name`` for sequences of ``length``: configs/attention/<name>.yaml (without
     ``name``) resolved at ``task.max_len = length``; without that file, a registered mechanism's
-    constructor defaults; None for a name that is neither registered nor configured."""
-    from models.attention import available, options
+    constructor defaults, or for a plugin the config it ships (``lra.attention_configs``); None for a
+    name that is neither registered nor configured."""
+    from lra.attention_configs import plugin_options
+    from models.attention import available, options, plugins
 
     path = config_path(name)
     if not path.is_file():
+        if name in plugins():
+            return plugin_options(name, length)
         return dict(options(name)) if name in available() else None
     cfg = OmegaConf.create({"task": {"max_len": int(length)}, "attention": OmegaConf.load(path)})
     opts = OmegaConf.to_container(cfg.attention, resolve=True)

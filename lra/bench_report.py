@@ -10,13 +10,12 @@ they read "-".
 from __future__ import annotations
 
 import csv
-import os
 import platform
 from pathlib import Path
 
+from lra.atomic import write_atomic, write_text_atomic
 from lra.bench_numbers import attention_cost, flags, index, label, load_value, ok_value, relative, row_order, slope
 from lra.bench_plot import plot
-from lra.results import write_text_atomic
 
 FIRST_COLUMNS = ("row", "attention", "length", "status", "failed_phase", "detail", "options")
 
@@ -25,12 +24,13 @@ def write_csv(path: Path, rows: list[dict]) -> None:
     """All rows, every key as a column (identifying columns first), written via a temporary file."""
     present = {k for r in rows for k in r}
     keys = [k for k in FIRST_COLUMNS if k in present] + sorted(present - set(FIRST_COLUMNS))
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", newline="") as f:
+
+    def write(f) -> None:
         w = csv.DictWriter(f, fieldnames=keys)
         w.writeheader()
         w.writerows(rows)
-    os.replace(tmp, path)
+
+    write_atomic(path, write, needed=100 * len(rows) * len(keys), text=True)
 
 
 def read_csv(path: Path) -> list[dict]:

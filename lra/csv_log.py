@@ -20,7 +20,7 @@ import lightning as L
 from lightning.pytorch.loggers import Logger
 from lightning.pytorch.utilities import rank_zero_only
 
-from lra.results import write_text_atomic
+from lra.atomic import write_text_atomic
 
 
 class RunCSVLogger(Logger):

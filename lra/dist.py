@@ -29,7 +29,7 @@ from pathlib import Path
 import lightning as L
 import torch
 
-from lra.results import write_json_atomic
+from lra.atomic import write_json_atomic
 
 log = logging.getLogger(__name__)
 

@@ -1,45 +1,135 @@
-"""The run record (result.json), the settings that change its numbers, and atomic file writes."""
+"""The run record (result.json): its fields, its schema version, writing and reading; the settings
+that change its numbers.
+
+A record is a JSON object: ``schema`` (the version of this field list) and one value per field of
+``FIELDS``, in that order. Each field belongs to one *group*, the part of the harness that measures
+it (``timing`` is ``lra.callbacks.StepTimer.summary()``, ``cpu`` is ``lra.measure.cpu_conditions()``
+plus the load averages, ...); ``make_record`` takes one dict per group and refuses a group with a
+missing or an unknown key, so a new field is one line here plus the code that measures it.
+
+Versions. A field's ``since`` is the first schema whose every record has it. Records written before
+the schema existed carry no ``schema`` key: they are schema 1, and had only the ``since=1`` fields
+for certain (later fields came in one by one). ``load_result`` reads a record of schema s <= SCHEMA,
+requires the fields with ``since <= s`` and gives the later ones as None; a record of a newer schema
+than this harness knows is refused with one line naming the file and saying to upgrade the harness.
+Raise ``SCHEMA`` when a field is added and give the field ``since=SCHEMA``.
+"""
 
 from __future__ import annotations
 
 import copy
 import json
-import os
 import subprocess
-import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
-from lra.errors import space_for
+from lra.atomic import write_json_atomic
 
 REPO = Path(__file__).resolve().parents[1]
+SCHEMA = 2
+RESULT_FILE = "result.json"
 
-RESULT_FIELDS = (
-    "task",
-    "attention",
-    "seed",
-    "model",
-    "params",
-    "steps",
-    "epochs",
-    "val_acc",
-    "test_acc",
-    "train_loss",
-    "step_time_ms",
-    "step_time_mean_ms",
-    "tokens_per_s",
-    "samples_per_s",
-    "peak_mem_mb",
-    "device",
-    "precision",
-    "wall_s",
-    "threads",
-    "cpus_available",
-    "load_avg_start",
-    "load_avg_end",
-    "git_sha",
-    "overrides",
-    "config",
+
+@dataclass(frozen=True)
+class Field:
+    name: str
+    group: str
+    meaning: str
+    since: int = 1
+
+
+FIELDS = (
+    Field("task", "run", "task name (a configs/task file)"),
+    Field("attention", "run", "attention mechanism, its registry name"),
+    Field("seed", "run", "the run's seed"),
+    Field("model", "run", "model dimensions: n_layers, d_model, n_heads, d_mlp"),
+    Field("params", "run", "number of model parameters"),
+    Field("steps", "training", "optimizer steps taken"),
+    Field("epochs", "training", "Lightning's trainer.current_epoch when training ended"),
+    Field("train_loss", "training", "mean training loss over the last trainer.log_every_n_steps steps"),
+    Field("val_acc", "accuracy", "best validation accuracy (fraction; the final weights' if none ran)"),
+    Field("test_acc", "accuracy", "test accuracy of the best validation checkpoint (fraction)"),
+    Field("val_examples", "accuracy", "examples val_acc covers", since=2),
+    Field("test_examples", "accuracy", "examples test_acc covers", since=2),
+    Field("step_time_ms", "timing", "median optimizer-step time over the timed steps (null: none timed)"),
+    Field("step_time_mean_ms", "timing", "mean optimizer-step time over the timed steps", since=2),
+    Field("tokens_per_s", "timing", "real (non-padding) tokens of the timed steps over their total time"),
+    Field("all_tokens_per_s", "timing", "every position, padding included, over the same time", since=2),
+    Field("samples_per_s", "timing", "examples of the timed steps over their total time"),
+    Field("timed_steps", "timing", "optimizer steps timed (the first measure.warmup_steps are not)", since=2),
+    Field("peak_mem_mb", "memory", "peak memory in MB: CUDA allocator peak, or process peak RSS on CPU"),
+    Field("device", "job", "GPU name, or 'cpu (<n> cores)'"),
+    Field("world_size", "job", "ranks (processes) of the job", since=2),
+    Field("batch_size", "job", "examples per rank per batch", since=2),
+    Field("global_batch", "job", "examples per optimizer step over all ranks and accumulated batches", since=2),
+    Field("precision", "job", "Lightning's precision, e.g. 32-true"),
+    Field("wall_s", "provenance", "seconds from start to the record"),
+    Field("threads", "cpu", "torch's intra-op threads", since=2),
+    Field("cpus_available", "cpu", "CPUs this process may run on", since=2),
+    Field("load_avg_start", "cpu", "1/5/15-minute load averages at the start", since=2),
+    Field("load_avg_end", "cpu", "1/5/15-minute load averages at the end", since=2),
+    Field("git_sha", "provenance", "the harness's commit (-dirty: uncommitted changes), null outside git"),
+    Field("finished", "provenance", "Unix time the record was made (lra-table keeps the newest repeat)", since=2),
+    Field("overrides", "provenance", "the command line's config overrides"),
+    Field("resumed_from", "provenance", "run folders a resumed run continued, oldest first ([]: not resumed)", since=2),
+    Field("config", "provenance", "the resolved config"),
 )
+GROUPS = {g: tuple(f.name for f in FIELDS if f.group == g) for g in dict.fromkeys(f.group for f in FIELDS)}
+RESULT_FIELDS = tuple(f.name for f in FIELDS)  # what every record of this schema holds (besides schema)
+LATER_FIELDS = tuple(f.name for f in FIELDS if f.since > 1)  # fields records of schema 1 may lack
+
+
+def make_record(**groups: dict) -> dict:
+    """A record of this schema from one dict per group (``GROUPS``), its keys exactly that group's."""
+    if set(groups) != set(GROUPS):
+        raise TypeError(f"result record: groups {sorted(groups)}, expected {sorted(GROUPS)}")
+    for group, values in groups.items():
+        missing, unknown = set(GROUPS[group]) - set(values), set(values) - set(GROUPS[group])
+        if missing or unknown:
+            raise TypeError(
+                f"result record group '{group}': missing {sorted(missing)}, unknown {sorted(unknown)}"
+                " (fields are declared in lra.results.FIELDS)"
+            )
+    values = {k: v for part in groups.values() for k, v in part.items()}
+    return {"schema": SCHEMA, **{name: values[name] for name in RESULT_FIELDS}}
+
+
+def save_result(run_dir: str | Path, record: dict) -> Path:
+    """Write ``record`` (of this schema, complete) to ``run_dir/result.json`` atomically; the path."""
+    missing = [k for k in ("schema", *RESULT_FIELDS) if k not in record]
+    if missing or record["schema"] != SCHEMA:
+        raise TypeError(f"not a schema {SCHEMA} result record (missing {missing}); build it with make_record")
+    path = Path(run_dir) / RESULT_FILE
+    write_json_atomic(path, record)
+    return path
+
+
+class NewerSchema(ValueError):
+    """A record written by a newer harness than this one."""
+
+
+def load_result(path: str | Path) -> dict:
+    """A result.json as a dict with every field of ``FIELDS`` (fields newer than the record's schema
+    are None) and its ``schema``. ValueError naming the file: not JSON, or a field its schema requires
+    missing; ``NewerSchema``: written by a newer harness."""
+    try:
+        record = json.loads(Path(path).read_text())
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path}: unreadable result record ({e})") from None
+    if not isinstance(record, dict):
+        raise ValueError(f"{path}: unreadable result record (a JSON {type(record).__name__}, not an object)")
+    schema = record.get("schema", 1)
+    if not isinstance(schema, int) or isinstance(schema, bool) or schema < 1:
+        raise ValueError(f"{path}: unreadable result record (schema {schema!r} is not a version number)")
+    if schema > SCHEMA:
+        raise NewerSchema(
+            f"{path}: result record of schema {schema}, newer than this harness reads (schema {SCHEMA});"
+            " upgrade the harness"
+        )
+    missing = [f.name for f in FIELDS if f.since <= schema and f.name not in record]
+    if missing:
+        raise ValueError(f"{path}: incomplete result record, missing {', '.join(missing)}")
+    return {"schema": schema, **{f.name: record.get(f.name) for f in FIELDS}, **record}
 
 
 # Keys of the resolved config that change how a run is shown, fed or stored, never its numbers: left
@@ -72,28 +162,6 @@ def without_no_effect(config: dict) -> dict:
     return c
 
 
-def write_text_atomic(path: str | Path, text: str) -> None:
-    """Write ``text`` to a temporary file in the same folder, fsync, then rename it over ``path``.
-
-    A full disk raises an OSError naming the folder and the bytes needed."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with space_for(path.parent, len(text.encode())), os.fdopen(fd, "w", newline="") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def write_json_atomic(path: str | Path, obj) -> None:
-    """JSON written with ``write_text_atomic``."""
-    write_text_atomic(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
-
-
 def git_sha() -> str | None:
     """The harness's commit, with ``-dirty`` when the working tree has uncommitted changes."""
     try:
@@ -108,18 +176,3 @@ def git_sha() -> str | None:
     except (OSError, subprocess.CalledProcessError):
         return None
     return sha.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
-
-
-# Fields records written before they existed lack; ``load_result`` gives them as None.
-LATER_FIELDS = ("step_time_mean_ms", "threads", "cpus_available", "load_avg_start", "load_avg_end")
-
-
-def load_result(path: str | Path) -> dict:
-    """Read a result.json; an incomplete record (missing fields) is refused naming them."""
-    with open(path) as f:
-        record = json.load(f)
-    record = {**dict.fromkeys(LATER_FIELDS), **record}
-    missing = [k for k in RESULT_FIELDS if k not in record]
-    if missing:
-        raise ValueError(f"{path}: incomplete result record, missing {', '.join(missing)}")
-    return record

@@ -20,8 +20,6 @@ again skips the jobs that finished; ``resume=never`` runs again.
 from __future__ import annotations
 
 import logging
-import os
-import tempfile
 import time
 from pathlib import Path
 
@@ -29,8 +27,8 @@ import torch
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from omegaconf import DictConfig
 
-from lra.errors import space_for
-from lra.results import load_result, write_json_atomic
+from lra.atomic import write_atomic, write_json_atomic
+from lra.results import load_result
 from lra.run_dir import RUN_FILE, RunDirLock, check_run_dir, fingerprint, read_run_file
 
 log = logging.getLogger(__name__)
@@ -135,15 +133,7 @@ def torch_save_atomic(obj, path: Path) -> None:
 
     A full disk raises an OSError naming the folder and the bytes needed (not torch's ``enforce fail``)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        with space_for(path.parent, tensor_bytes(obj)):
-            torch.save(obj, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_atomic(path, lambda f: torch.save(obj, f), needed=tensor_bytes(obj))
 
 
 def prepare_run_dir(cfg: DictConfig, run_dir: Path) -> str | None:

@@ -32,6 +32,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 import lra.resolvers  # noqa: F401  (the configs' ${sqrt_pow2:...} etc.)
+from lra.attention_configs import store_plugin_configs
 from lra.build import (
     build_datamodule,
     build_loggers,
@@ -47,12 +48,13 @@ from lra.data.tasks import ensure_prepared
 from lra.dist import Job, job_of, rank0_decides, wait_for_spawner
 from lra.errors import DEBUG_FLAG, USER_ERRORS, Reported, debug_requested, run_cli
 from lra.measure import cpu_conditions, load_average, record_device
-from lra.results import git_sha, write_json_atomic
+from lra.results import git_sha, make_record, save_result
 from lra.resume import already_done, prepare_run_dir
 from lra.run_dir import RunDirLock, add_log_file, check_run_dir, read_run_file, save_hydra_files
 from lra.validate import validate_config
 
 log = logging.getLogger(__name__)
+store_plugin_configs()  # attention=<name> for mechanisms of other packages (lra.attention entry points)
 
 
 def run(cfg: DictConfig, run_dir: Path, overrides: list[str], *, on_claimed: Callable[[], None] | None = None) -> dict:
@@ -140,40 +142,48 @@ def _run(cfg: DictConfig, run_dir: Path, overrides: list[str], trainer: L.Traine
             tested = trainer.test(module, datamodule=dm, verbose=False)
         # collectives: every rank takes part, rank 0 writes (train_loss is the same on every rank)
         peak_mb = memory.job_peak_mb(trainer)
-        record = {
-            "task": cfg.task.name,
-            "attention": cfg.attention.name,
-            "seed": int(cfg.seed),
-            "model": {k: cfg.model[k] for k in ("n_layers", "d_model", "n_heads", "d_mlp")},
-            "params": n_params,
-            "steps": int(trainer.global_step),
-            "epochs": int(trainer.current_epoch),
-            "val_acc": float(val_acc),
-            "test_acc": float(tested[0]["test/acc"]),
-            "val_examples": None if val_examples is None else int(val_examples),
-            "test_examples": int(tested[0]["test/examples"]),
-            "train_loss": train_loss,
-            **timing,
-            "peak_mem_mb": peak_mb,
-            "device": record_device(memory.device),
-            "world_size": job.world_size,
-            "batch_size": int(cfg.data.batch_size),
-            "global_batch": global_batch(cfg, job.world_size),
-            "precision": str(trainer.precision),
-            "wall_s": time.time() - started,
-            **cpu_conditions(),
-            "load_avg_start": load_at_start,
-            "load_avg_end": load_average(),
-            "git_sha": git_sha(),
-            "finished": time.time(),  # lra-table keeps the newest of repeated runs
-            "overrides": overrides,
-            "resumed_from": None,
-            "config": OmegaConf.to_container(cfg, resolve=True),
-        }
+        record = make_record(
+            run={
+                "task": cfg.task.name,
+                "attention": cfg.attention.name,
+                "seed": int(cfg.seed),
+                "model": {k: cfg.model[k] for k in ("n_layers", "d_model", "n_heads", "d_mlp")},
+                "params": n_params,
+            },
+            training={
+                "steps": int(trainer.global_step),
+                "epochs": int(trainer.current_epoch),
+                "train_loss": train_loss,
+            },
+            accuracy={
+                "val_acc": float(val_acc),
+                "test_acc": float(tested[0]["test/acc"]),
+                "val_examples": None if val_examples is None else int(val_examples),
+                "test_examples": int(tested[0]["test/examples"]),
+            },
+            timing=timing,
+            memory={"peak_mem_mb": peak_mb},
+            job={
+                "device": record_device(memory.device),
+                "world_size": job.world_size,
+                "batch_size": int(cfg.data.batch_size),
+                "global_batch": global_batch(cfg, job.world_size),
+                "precision": str(trainer.precision),
+            },
+            cpu={**cpu_conditions(), "load_avg_start": load_at_start, "load_avg_end": load_average()},
+            provenance={
+                "wall_s": time.time() - started,
+                "git_sha": git_sha(),
+                "finished": time.time(),  # lra-table keeps the newest of repeated runs
+                "overrides": overrides,
+                "resumed_from": None,  # rank 0 reads it from run.json below
+                "config": OmegaConf.to_container(cfg, resolve=True),
+            },
+        )
         if not job.is_zero:
             return record
         record["resumed_from"] = read_run_file(run_dir)["resumed_from"]
-        write_json_atomic(run_dir / "result.json", record)
+        save_result(run_dir, record)
         numbers = {k: v for k, v in record.items() if isinstance(v, int | float) and v is not None}
         for lg in wandb_loggers:
             try:

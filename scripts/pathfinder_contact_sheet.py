@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
+from lra.atomic import write_atomic
 from lra.data.pathfinder import read_pathfinder
 from lra.data.pathfinder_draw import draw
 from lra.data.pathfinder_gen import DIFFICULTIES, PARAMS, image_rng
@@ -72,9 +73,7 @@ def main() -> None:
         out.paste(s, (0, y))
         y += s.height
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = args.out.with_name(f".{args.out.name}.tmp")
-    out.save(tmp, format="PNG", optimize=True)
-    tmp.replace(args.out)
+    write_atomic(args.out, lambda f: out.save(f, format="PNG", optimize=True), needed=out.width * out.height)
     print(f"wrote {args.out} ({args.out.stat().st_size // 1024} KB) from {reference}")
 
 

@@ -21,6 +21,7 @@ import signal
 import sys
 from pathlib import Path
 
+import lra.results
 import lra.resume
 import lra.train
 from lra.config import compose_config
@@ -73,14 +74,14 @@ def arm(point: str) -> None:
 
         setattr(LRAModule, hook, step)
     elif kind == "result":
-        write = lra.train.write_json_atomic
+        write = lra.results.write_json_atomic
 
         def before_result(path, obj):
             if Path(path).name == "result.json":
                 die()
             write(path, obj)
 
-        lra.train.write_json_atomic = before_result
+        lra.results.write_json_atomic = before_result
     else:
         raise ValueError(f"unknown kill point {point}")
 

@@ -56,8 +56,9 @@ def nystrom_reference(module, x: Tensor, mask: Tensor | None, pinv=None) -> Tens
     """mlpen ``NystromAttention.forward`` (LRA/code/attention_nystrom.py), per item and head on the real
     tokens: Q, K scaled by d^-1/4; landmarks = means over m segments of the real tokens (the token of rank
     r of n goes to segment floor(r m / n)); kernel_1 = softmax(Q Kl^T), kernel_2 = softmax(Ql Kl^T),
-    kernel_3 = softmax(Ql K^T); X = kernel_1 pinv(kernel_2) kernel_3 V; with landmarks >= N exact
-    softmax; plus the depthwise conv of V (zero at padding) when configured. ``pinv`` replaces the
+    kernel_3 = softmax(Ql K^T); X = kernel_1 pinv(kernel_2) kernel_3 V; with landmarks >= the item's
+    number of real tokens exact softmax (the reference's landmarks = N case, decided per item);
+    plus the depthwise conv of V (zero at padding) when configured. ``pinv`` replaces the
     iterative inverse (e.g. an exact one). (B, N, D)."""
     b, n, _ = x.shape
     q, k, v = split_qkv(module, x)
@@ -73,7 +74,7 @@ def nystrom_reference(module, x: Tensor, mask: Tensor | None, pinv=None) -> Tens
         for hi in range(h):
             scale = 1 / math.sqrt(math.sqrt(d))  # Q and K each by d^-1/4
             qq, kk, vv = q[bi, hi, idx] * scale, k[bi, hi, idx] * scale, v[bi, hi, idx]
-            if m >= n:
+            if m >= len(idx):
                 out[bi, hi, idx] = torch.softmax(qq @ kk.T, dim=-1) @ vv
                 continue
             segments = [[] for _ in range(m)]

@@ -12,10 +12,10 @@ import pytest
 import torch
 
 from lra import errors, resume
+from lra.atomic import write_json_atomic
 from lra.data.cli import cli
 from lra.data.cli import main as lra_data
 from lra.errors import run_cli
-from lra.results import write_json_atomic
 from lra.resume import RunDirLock, torch_save_atomic
 from lra.train import main as lra_train_main
 from tests.test_bad_data import TASK

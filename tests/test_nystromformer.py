@@ -33,7 +33,7 @@ def padded_inputs(b=2, n=20, dtype=torch.float32):
         {"landmarks": 4},  # divides N = 20 (the reference's only case) but not the 13 real tokens of item 0
         {"landmarks": 6, "pinv_iterations": 3},  # divides neither
         {"landmarks": 5, "conv_kernel": 3},  # with the depthwise convolution of V
-        {"landmarks": 16},  # more landmarks than item 0 has real tokens: one per token there
+        {"landmarks": 16},  # more landmarks than item 0's 13 real tokens: exact there, Nystrom for item 1
         {"landmarks": 20, "conv_kernel": 5},  # landmarks = N: exact softmax, as the reference
     ],
 )
@@ -108,6 +108,18 @@ def test_padding_is_excluded_from_the_landmarks_so_a_padded_sequence_equals_the_
     mask = torch.ones(1, 20, dtype=torch.bool)
     mask[0, 14:] = False
     torch.testing.assert_close(m(x, mask)[:, :14], m(x[:, :14], None), rtol=1e-5, atol=1e-6)
+
+
+def test_the_exact_path_follows_the_real_length_so_more_padding_changes_nothing():
+    # 12 real tokens, 12 landmarks: exact attention, whether the batch is padded to 12, 20 or 40
+    m = make(landmarks=12)
+    x, _ = padded_inputs(b=1, n=40)
+    mask = torch.zeros(1, 40, dtype=torch.bool)
+    mask[0, :12] = True
+    alone = m(x[:, :12], None)
+    torch.testing.assert_close(alone, vanilla_with_projections(m, x[:, :12], None), rtol=1e-5, atol=1e-6)
+    for n in (20, 40):
+        torch.testing.assert_close(m(x[:, :n], mask[:, :n])[:, :12], alone, rtol=1e-5, atol=1e-6)
 
 
 def test_a_sequence_does_not_depend_on_the_others_in_its_batch():

@@ -12,9 +12,11 @@ from pathlib import Path
 
 import pytest
 
+from lra.published import PUBLISHED, load_published
 from lra.results import RESULT_FIELDS
-from lra.table import FIVE, PUBLISHED, TASKS, latex_escape, load_published
+from lra.table import FIVE, TASKS
 from lra.table import main as lra_table
+from lra.table_render import latex_escape
 from models.attention import available
 from tests.test_train import TINY
 

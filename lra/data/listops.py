@@ -15,7 +15,6 @@ from __future__ import annotations
 import csv
 import logging
 import multiprocessing as mp
-import os
 import random
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass
@@ -24,6 +23,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from lra.atomic import write_atomic
 from lra.data.prepared import PreparedWriter, prepared_dir
 from lra.data.registry import Generator, register_task
 from lra.data.sources import find_release_file, require_release_path
@@ -137,13 +137,14 @@ def generate(cfg: GeneratorConfig, workers: int = 1, progress: bool = True) -> d
 
 def write_tsv(path: Path, rows: Iterable[tuple[str, int]]) -> None:
     """Write the release format as LRA's generator does (``csv.writer``, tab, ``\\r\\n``), atomically."""
-    path = Path(path)
-    tmp = path.with_name(path.name + f".tmp-{os.getpid()}")
-    with open(tmp, "w", newline="") as f:
+    rows = list(rows)
+
+    def write(f) -> None:
         writer = csv.writer(f, delimiter="\t", lineterminator="\r\n")
         writer.writerow(["Source", "Target"])
         writer.writerows(rows)
-    os.replace(tmp, path)
+
+    write_atomic(path, write, needed=sum(len(text) + 6 for text, _ in rows), text=True)
 
 
 def write_release(out: Path, splits: dict[str, list[tuple[str, int]]]) -> Path:

@@ -18,6 +18,7 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
+from lra.atomic import write_bytes_atomic
 from lra.data.pathfinder_draw import PathfinderParams, draw
 
 log = logging.getLogger(__name__)
@@ -110,12 +111,6 @@ def image_rng(seed: int, resolution: int, contour_length: int, index: int) -> np
     return np.random.default_rng(np.random.SeedSequence([seed, resolution, contour_length, index]))
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
-
-
 def png_bytes(image: np.ndarray) -> bytes:
     """8-bit grayscale PNG of a uint8 (H, W) array."""
     buf = io.BytesIO()
@@ -141,7 +136,7 @@ def _draw_chunk(task: tuple) -> list[tuple[int, int, int]]:
     for g in range(start, stop):
         sample = draw(params, contour_length, image_rng(seed, resolution, contour_length, g))
         batch, j = divmod(g, batch_size)
-        _atomic_write(Path(root) / "imgs" / str(batch) / f"sample_{j}.png", png_bytes(sample.image))
+        write_bytes_atomic(Path(root) / "imgs" / str(batch) / f"sample_{j}.png", png_bytes(sample.image), durable=False)
         out.append((g, sample.label, sample.margin))
     return out
 
@@ -195,7 +190,7 @@ def generate(
             if len(pending[b]) == size:
                 lines = pending.pop(b)
                 text = "".join(lines[j] + "\n" for j in range(size))
-                _atomic_write(root / "metadata" / f"{b}.npy", text.encode())
+                write_bytes_atomic(root / "metadata" / f"{b}.npy", text.encode(), durable=False)
 
     with tqdm(total=n, disable=not progress, desc=f"pathfinder{resolution}/{FOLDERS[difficulty]}") as bar:
         if workers <= 1:

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from lra.atomic import publish_dir
 from lra.errors import read_json, space_for
 
 MANIFEST = "manifest.json"
@@ -145,11 +146,7 @@ class PreparedWriter:
         self.manifest["created"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
         with open(self.tmp / MANIFEST, "w") as f:
             json.dump(self.manifest, f, indent=2)
-        old = self.out_dir.with_name(f".{self.out_dir.name}.old-{os.getpid()}")
-        if self.out_dir.exists():
-            os.replace(self.out_dir, old)
-        os.replace(self.tmp, self.out_dir)
-        shutil.rmtree(old, ignore_errors=True)
+        publish_dir(self.tmp, self.out_dir)
 
 
 def read_manifest(folder: Path) -> dict | None:

@@ -13,13 +13,26 @@ and ``lra.validate`` and ``lra-bench`` read them, so no other file names a mecha
 
     @register("cast", minima={"num_clusters": 1, "cluster_size": 1}, exact_at_length="cluster_size",
               follows_length=("num_clusters", "cluster_size"), warnings=cast_warnings)
+
+Mechanisms from other packages: an installed package names its class in the entry point group
+``lra.attention`` (``[project.entry-points."lra.attention"] myattn = "mypkg.attn:MyAttention"`` in its
+pyproject.toml) and ``load_plugins`` registers it under the entry point's name once the built-ins are
+in. The class declares itself with a class attribute ``declares = dict(...)`` holding the fields of
+``Declaration`` (it does not call ``register``); its constructor takes ``d_model``, ``n_heads``,
+``dropout`` and keyword-only options, like a built-in. An entry point that cannot be used (its import
+fails, its name is a built-in's or another plugin's, it is not an ``nn.Module`` class, its options are
+not keyword-only) is skipped with one warning naming the entry point and its package; the built-ins and
+the other plugins are unaffected, and ``get`` of the skipped name says why it is missing.
 """
 
 from __future__ import annotations
 
 import importlib
+import importlib.metadata
 import inspect
+import logging
 import pkgutil
+import re
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 
@@ -27,8 +40,12 @@ from torch import nn
 
 from models.attention._common import zero_padding  # noqa: F401  (the padding rule; lra-bench's floor row)
 
+ENTRY_POINT_GROUP = "lra.attention"
+log = logging.getLogger(__name__)
 _REGISTRY: dict[str, type[nn.Module]] = {}
 _DECLARATIONS: dict[str, Declaration] = {}
+_PLUGINS: dict[str, str] = {}  # plugin name -> "package (module:Class)"
+_SKIPPED: dict[str, str] = {}  # entry point name -> why it was not registered
 
 
 @dataclass(frozen=True)
@@ -66,7 +83,7 @@ def register(name: str, **declares):
         named = {*declaration.minima, *declaration.follows_length, *filter(None, [declaration.exact_at_length])}
         if declaration.causal:
             named.add("causal")
-        unknown = sorted(named - set(_keyword_options(cls)))
+        unknown = sorted(named - set(keyword_options(cls)))
         if unknown:
             raise ValueError(f"attention '{name}' declares option(s) {', '.join(unknown)} its constructor lacks")
         _REGISTRY[name] = cls
@@ -83,7 +100,8 @@ def declaration(name: str) -> Declaration:
     return _DECLARATIONS[name]
 
 
-def _keyword_options(cls: type[nn.Module]) -> dict[str, object]:
+def keyword_options(cls: type[nn.Module]) -> dict[str, object]:
+    """A class's own keyword-only constructor options and their defaults (beyond d_model, n_heads, dropout)."""
     params = inspect.signature(cls.__init__).parameters
     return {
         k: p.default
@@ -99,7 +117,7 @@ def available() -> list[str]:
 
 def options(name: str) -> dict[str, object]:
     """The mechanism's own keyword options and their defaults (beyond d_model, n_heads, dropout)."""
-    return _keyword_options(get(name))
+    return keyword_options(get(name))
 
 
 def get(name: str) -> type[nn.Module]:
@@ -107,7 +125,8 @@ def get(name: str) -> type[nn.Module]:
     try:
         return _REGISTRY[name]
     except KeyError:
-        raise KeyError(f"unknown attention '{name}'; available: {', '.join(available())}") from None
+        why = f" ({_SKIPPED[name]})" if name in _SKIPPED else ""
+        raise KeyError(f"unknown attention '{name}'; available: {', '.join(available())}{why}") from None
 
 
 def build_attention(name: str, *, d_model: int, n_heads: int, dropout: float = 0.0, **opts) -> nn.Module:
@@ -125,6 +144,71 @@ def build_attention(name: str, *, d_model: int, n_heads: int, dropout: float = 0
     return cls(d_model=d_model, n_heads=n_heads, dropout=dropout, **opts)
 
 
+def plugins() -> dict[str, str]:
+    """The registered mechanisms that come from other packages: name -> "package (module:Class)"."""
+    return dict(_PLUGINS)
+
+
+def _plugin_problem(name: str, cls: object) -> str | None:
+    """Why ``cls`` cannot be the mechanism ``name``, or None."""
+    if not re.fullmatch(r"[A-Za-z_]\w*", name):
+        return "the name is not an identifier (letters, digits, _), which configs and run folders need"
+    if not (isinstance(cls, type) and issubclass(cls, nn.Module)):
+        return f"it names {cls!r}, not an nn.Module class"
+    params = inspect.signature(cls.__init__).parameters
+    missing = [k for k in ("d_model", "n_heads", "dropout") if k not in params]
+    if missing:
+        return f"its constructor lacks {', '.join(missing)} (it must take d_model, n_heads, dropout)"
+    loose = [k for k, p in params.items() if k != "self" and p.kind is not p.KEYWORD_ONLY]
+    loose = [k for k in loose if k not in ("d_model", "n_heads", "dropout")]
+    if loose:
+        return f"constructor argument(s) {', '.join(loose)} are not keyword-only (put them after *)"
+    if not isinstance(getattr(cls, "declares", {}), Mapping):
+        return "its class attribute declares is not a dict of Declaration fields"
+    return None
+
+
+def load_plugins(entry_points=None) -> list[str]:
+    """Register the mechanisms of the ``lra.attention`` entry points (installed packages by default).
+
+    Returns one line per entry point that was skipped (each is also logged as a warning); a skipped
+    entry point changes nothing in the registry.
+    """
+    if entry_points is None:
+        entry_points = importlib.metadata.entry_points(group=ENTRY_POINT_GROUP)
+    problems = []
+    for ep in entry_points:
+        dist = getattr(ep, "dist", None)
+        package = f"package {dist.name}" if dist is not None else f"module {ep.module}"
+        where = f"attention plugin '{ep.name}' = '{ep.value}' ({package})"
+        if ep.name in _PLUGINS and _PLUGINS[ep.name].endswith(f"({ep.value})"):
+            continue  # the same entry point seen twice (a package on two sys.path entries)
+        if ep.name in _REGISTRY:
+            owner = _PLUGINS.get(ep.name, "a built-in mechanism")
+            problem = f"the name is taken by {owner}; rename the entry point"
+        else:
+            try:
+                cls = ep.load()
+            except Exception as e:  # noqa: BLE001 - a broken plugin must never break the registry
+                problem = f"importing it failed ({type(e).__name__}: {str(e).strip().splitlines()[0][:200]})"
+            else:
+                problem = _plugin_problem(ep.name, cls)
+                if problem is None:
+                    try:
+                        register(ep.name, **getattr(cls, "declares", {}))(cls)
+                    except (TypeError, ValueError) as e:
+                        problem = f"its declares are invalid ({e})"
+        if problem is None:
+            _PLUGINS[ep.name] = f"{package.removeprefix('package ')} ({ep.value})"
+            continue
+        line = f"{where} skipped: {problem}"
+        _SKIPPED.setdefault(ep.name, line)
+        log.warning(line)
+        problems.append(line)
+    return problems
+
+
 for _module in pkgutil.iter_modules(__path__):
     if not _module.name.startswith("_"):
         importlib.import_module(f"{__name__}.{_module.name}")
+load_plugins()

@@ -68,17 +68,22 @@ def hamming_kmeans(
     weight = valid[:, None, :, None].expand(b, h, n, 1).float()  # (B, H, N, 1): 1 = real query, 0 = padding
     votes = signs * weight  # (B, H, N, bits): padded queries abstain
 
+    # The random draws are sized by neither the batch nor the length, the tie-breaking noise first and
+    # the position keys last ((N, H) row-major: the keys of N positions are a prefix of those of N + 1),
+    # so with a seeded generator (eval) a sequence's clusters depend neither on the other sequences of
+    # its batch nor on how much padding follows it.
+    noise = _uniform((iterations, h, num_clusters, nbits), generator, codes.device).sub_(0.5)  # (I, H, C, bits)
     # C distinct random positions per (batch, head), real ones first: smallest random keys win.
-    keys = _uniform((b, h, n), generator, codes.device).masked_fill(weight[..., 0] == 0, 2.0)  # (B, H, N)
+    keys = _uniform((n, h), generator, codes.device).T.expand(b, h, n)  # (B, H, N), the same for every item
+    keys = keys.masked_fill(weight[..., 0] == 0, 2.0)  # (B, H, N)
     start = keys.topk(num_clusters, dim=-1, largest=False).indices  # (B, H, C)
     centroids = signs.gather(2, start[..., None].expand(-1, -1, -1, nbits))  # (B, H, C, bits)
 
-    for _ in range(iterations):
+    for step in range(iterations):
         clusters = (signs @ centroids.transpose(-1, -2)).argmax(dim=-1)  # (B, H, N)
         tally = torch.zeros_like(centroids).scatter_add_(2, clusters[..., None].expand(-1, -1, -1, nbits), votes)
         # Majority per bit; a half-unit of noise only decides ties (integer tallies), empty clusters included.
-        noise = _uniform((b, h, num_clusters, nbits), generator, codes.device).sub_(0.5)  # (B, H, C, bits)
-        centroids = torch.sign(tally + noise)  # (B, H, C, bits)
+        centroids = torch.sign(tally + noise[step])  # (B, H, C, bits)
     clusters = (signs @ centroids.transpose(-1, -2)).argmax(dim=-1)  # (B, H, N)
     counts = torch.zeros(b, h, num_clusters, device=codes.device).scatter_add_(2, clusters, weight[..., 0])
     return clusters, counts.long()

@@ -23,12 +23,13 @@ divide N, and it averages the zeroed padded q, k into the landmarks. Here the re
 sequence, in order, are cut into m contiguous segments of floor(n/m) or ceil(n/m) tokens (token of
 rank r among the n real ones goes to segment floor(r m / n)): any N works, padding is excluded
 from the means, and a padded sequence gives exactly its unpadded output. Padded keys are masked
-out of ``softmax(Ql K^T)``. A sequence with fewer real tokens than landmarks (in a batch padded to
-more) gets one landmark per token; the unused landmarks are masked out of ``softmax(Q Kl^T)`` and
-``softmax(Ql Kl^T)`` gets identity rows and columns there, so the pseudo-inverse of the used block
-is unchanged. With ``landmarks >= N`` the layer computes exact softmax attention, as the reference
-does when the landmarks equal the length (limit: one token per segment with an exact
-pseudo-inverse is exact attention too). Statistics are float32 at least.
+out of ``softmax(Ql K^T)``. A sequence with at most ``landmarks`` real tokens gets exact softmax
+attention, as the reference does when the landmarks equal the length (limit: one token per segment
+with an exact pseudo-inverse is exact attention too); the choice is made per sequence from its real
+length, never from the padded length, so padding a batch further changes no output. (Inside
+``nystrom_attention`` a sequence with fewer real tokens than landmarks has its unused landmarks
+masked out of ``softmax(Q Kl^T)`` and identity rows and columns in ``softmax(Ql Kl^T)``, so the
+pseudo-inverse of the used block is unchanged.) Statistics are float32 at least.
 """
 
 from __future__ import annotations
@@ -140,14 +141,23 @@ class NystromAttention(QKVAttention):
                 n_heads, n_heads, (conv_kernel, 1), padding=(conv_kernel // 2, 0), bias=False, groups=n_heads
             )
 
+    def exact(self, q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None) -> Tensor:
+        p = self.dropout if self.training else 0.0
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=key_mask_for_sdpa(mask), dropout_p=p)
+
     def attend(self, q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None) -> Tensor:
-        n = q.shape[2]
-        if self.landmarks >= n:  # one landmark per token: exact attention, as the reference
-            p = self.dropout if self.training else 0.0
-            out = F.scaled_dot_product_attention(q, k, v, attn_mask=key_mask_for_sdpa(mask), dropout_p=p)
+        b, _, n, _ = q.shape
+        real = torch.full((b,), n, device=q.device) if mask is None else mask.sum(-1)  # (B,) real tokens
+        short = real <= self.landmarks  # one landmark per token: exact attention, as the reference
+        if bool(short.all()):
+            out = self.exact(q, k, v, mask)
         else:
             pinv = functools.partial(iterative_pinv, iterations=self.pinv_iterations)
             out = nystrom_attention(q, k, v, mask, self.landmarks, pinv)
+            if bool(short.any()):  # decided by each sequence's real length, so padding changes nothing
+                rows = short.nonzero().squeeze(1)
+                sub = None if mask is None else mask[rows]
+                out = out.index_copy(0, rows, self.exact(q[rows], k[rows], v[rows], sub).to(out.dtype))
         if self.conv is not None:
             v_real = v if mask is None else v * mask[:, None, :, None]
             out = out + self.conv(v_real)  # (B, H, N, d)
