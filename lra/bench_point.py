@@ -29,7 +29,7 @@ def no_mixing():
     """The floor's "attention" layer."""
     from torch import Tensor, nn
 
-    from models.attention._common import zero_padding
+    from models.attention import zero_padding
 
     class NoMixing(nn.Module):
         """The floor's "attention": the identity (no token mixing, no projections), zero at padding."""

@@ -1,4 +1,9 @@
-"""Composing the Hydra config outside ``lra-train`` (for ``lra-data``, ``lra-bench`` and tests)."""
+"""Where the Hydra configs live (``CONFIG_DIR``) and composing them outside ``lra-train``.
+
+``lra-train``, ``lra-bench``, ``lra-data``, the scripts and the tests all read ``configs/`` through
+this module. It imports Hydra and OmegaConf only (neither torch nor Lightning), so a command that
+only composes a config (``lra-data``) starts without loading the training stack.
+"""
 
 from __future__ import annotations
 

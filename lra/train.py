@@ -9,16 +9,14 @@ and exit status 2; ``--debug`` (or ``HYDRA_FULL_ERROR=1``) shows its traceback (
 
 A run folder is written only by the process that holds its lock: Hydra is told not to write
 ``.hydra/`` or the log file itself (``hydra.output_subdir: null``, ``hydra/job_logging: lra``), and
-this module writes them once the lock is taken, so a run refused because another process holds the
-folder, or because the folder holds a finished run or another config's run, leaves every file there
-as it was.
+the entry point here writes them once the lock is taken (``lra.run_dir``), so a run refused because
+another process holds the folder, or because the folder holds a finished run or another config's run,
+leaves every file there as it was. The objects of a run come from its config through ``lra.build``.
 """
 
 from __future__ import annotations
 
-import inspect
 import logging
-import math
 import os
 import signal
 import sys
@@ -29,162 +27,34 @@ from pathlib import Path
 
 import hydra
 import lightning as L
-import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
-from lightning.pytorch.callbacks import ModelCheckpoint
-from lightning.pytorch.loggers import Logger
 from omegaconf import DictConfig, OmegaConf
 
 import lra.resolvers  # noqa: F401  (the configs' ${sqrt_pow2:...} etc.)
 from lra.attention_configs import store_plugin_configs
-from lra.callbacks import NonFiniteLoss, PeakMemory, StepTimer, describe_timing
-from lra.csv_log import LoggedRows, RunCSVLogger
-from lra.data.datamodule import LRADataModule
+from lra.build import (
+    build_datamodule,
+    build_loggers,
+    build_model,
+    build_module,
+    build_trainer,
+    global_batch,
+    total_steps,
+)
+from lra.callbacks import PeakMemory, StepTimer, describe_timing
+from lra.config import CONFIG_DIR
 from lra.data.tasks import ensure_prepared
 from lra.dist import Job, job_of, rank0_decides, wait_for_spawner
 from lra.errors import DEBUG_FLAG, USER_ERRORS, Reported, debug_requested, run_cli
 from lra.measure import cpu_conditions, load_average, record_device
-from lra.module import LRAModule
 from lra.results import git_sha, make_record, save_result
-from lra.resume import (
-    AtomicCheckpointIO,
-    ResumeCheckpoints,
-    RunDirLock,
-    already_done,
-    check_run_dir,
-    prepare_run_dir,
-    read_run_file,
-)
+from lra.resume import already_done, prepare_run_dir
+from lra.run_dir import RunDirLock, add_log_file, check_run_dir, read_run_file, save_hydra_files
 from lra.validate import validate_config
-from models.encoder import Classifier, Encoder, PairClassifier
 
 log = logging.getLogger(__name__)
-CONFIG_DIR = str(Path(__file__).resolve().parents[1] / "configs")
 store_plugin_configs()  # attention=<name> for mechanisms of other packages (lra.attention entry points)
-
-
-def check_keys(group: str, keys, valid) -> None:
-    """Refuse a config key nothing reads (a typo, or a key set by the wrong file), naming the valid ones."""
-    unknown = sorted(set(keys) - set(valid))
-    if unknown:
-        raise ValueError(
-            f"unknown key(s) {', '.join(f'{group}.{k}' for k in unknown)}; valid: {', '.join(sorted(valid))}"
-        )
-
-
-def build_model(cfg: DictConfig) -> torch.nn.Module:
-    """Encoder + head from the task, model and attention configs (keys equal constructor arguments)."""
-    m, task = cfg.model, cfg.task
-    attention = OmegaConf.to_container(cfg.attention, resolve=True)
-    options = {k: v for k, v in OmegaConf.to_container(m, resolve=True).items() if k != "d_head"}
-    set_here = ("vocab_size", "max_len", "attention", "attention_options", "lra_mask")
-    valid = [k for k in inspect.signature(Encoder).parameters if k not in set_here]
-    check_keys("model", [*options, "d_head"], [*valid, "d_head"])
-    encoder = Encoder(
-        vocab_size=task.vocab_size,
-        max_len=task.max_len,
-        attention=attention.pop("name"),
-        attention_options=attention,
-        lra_mask=bool(OmegaConf.select(task, "mask_zero_pixels", default=False)),  # LRA's CLS mask and mean pool
-        **options,
-    )
-    if task.pair:
-        return PairClassifier(
-            encoder, n_classes=task.n_classes, d_model=m.d_model, d_head=m.d_head, combine=task.combine
-        )
-    return Classifier(encoder, n_classes=task.n_classes, d_model=m.d_model, d_head=m.d_head)
-
-
-def pad_id(task: DictConfig) -> int | None:
-    """Padding id for the mask; pixel tasks have none unless the reference behaviour is asked for."""
-    if OmegaConf.select(task, "mask_zero_pixels", default=False):
-        return 0
-    return task.pad_id
-
-
-def wandb_mode() -> str:
-    """WANDB_MODE if the user set it; online with a configured account; offline otherwise."""
-    if os.environ.get("WANDB_MODE"):
-        return os.environ["WANDB_MODE"]
-    if os.environ.get("WANDB_API_KEY"):
-        return "online"
-    try:
-        import netrc
-
-        if netrc.netrc().authenticators("api.wandb.ai"):
-            return "online"
-    except (OSError, netrc.NetrcParseError):
-        pass
-    return "offline"
-
-
-def build_loggers(
-    cfg: DictConfig, run_dir: Path, run_name: str, *, csv: bool = True, wandb: bool = True
-) -> list[Logger]:
-    """The CSV logger (with ``csv``) and the wandb run (with ``wandb``) the config asks for."""
-    loggers: list[Logger] = []
-    if csv and cfg.logger.csv:
-        loggers.append(RunCSVLogger(run_dir, name="csv"))
-    if wandb and cfg.logger.wandb is not None:
-        try:
-            from lightning.pytorch.loggers import WandbLogger
-
-            w = cfg.logger.wandb
-            logger = WandbLogger(
-                project=w.project,
-                entity=w.entity,
-                group=w.group or cfg.task.name,
-                name=run_name,
-                tags=sorted({cfg.task.name, cfg.attention.name, *w.tags}),
-                save_dir=str(run_dir),
-                mode=wandb_mode(),
-                config=OmegaConf.to_container(cfg, resolve=True),
-            )
-            _ = logger.experiment  # start the run now, so a failure shows here and not mid-training
-            loggers.append(logger)
-        except Exception as e:  # a missing or failing wandb never kills a training run
-            warnings.warn(
-                f"wandb logging is off for this run ({type(e).__name__}: {e}); the CSV log is kept", stacklevel=1
-            )
-    return loggers
-
-
-_NOT_OPTIM = ("model", "n_classes", "pad_id", "total_steps")
-
-
-def global_batch(cfg: DictConfig, world_size: int = 1) -> int:
-    """Examples per optimizer step over the whole job: per-rank batch x ranks x accumulated batches."""
-    return int(cfg.data.batch_size) * world_size * int(cfg.trainer.accumulate_grad_batches)
-
-
-def total_steps(cfg: DictConfig, dm: LRADataModule, world_size: int = 1) -> int:
-    if cfg.trainer.max_steps and cfg.trainer.max_steps > 0:
-        return int(cfg.trainer.max_steps)
-    return int(cfg.trainer.max_epochs) * math.ceil(len(dm.datasets["train"]) / global_batch(cfg, world_size))
-
-
-def build_trainer(cfg: DictConfig, run_dir: Path, csv_loggers: list[Logger]) -> L.Trainer:
-    """The Trainer with the harness's callbacks and the CSV logger (wandb joins on rank 0 once the
-    Trainer has computed the ranks)."""
-    # best.ckpt only: last.ckpt is ResumeCheckpoints' (listed after this one, so it saves after it)
-    ckpt = ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="best", monitor="val/acc", mode="max")
-    callbacks = [
-        StepTimer(warmup=cfg.measure.warmup_steps),
-        PeakMemory(),
-        NonFiniteLoss(),
-        *(LoggedRows(lg) for lg in csv_loggers if isinstance(lg, RunCSVLogger)),
-        ckpt,
-        ResumeCheckpoints(ckpt.dirpath, cfg.checkpoint.every_n_steps),
-    ]
-    return L.Trainer(
-        **OmegaConf.to_container(cfg.trainer, resolve=True),
-        logger=csv_loggers or False,
-        callbacks=callbacks,
-        default_root_dir=str(run_dir),
-        plugins=[AtomicCheckpointIO()],
-        use_distributed_sampler=False,  # LRADataModule gives each rank its shard (and eval without padding)
-    )
 
 
 def run(cfg: DictConfig, run_dir: Path, overrides: list[str], *, on_claimed: Callable[[], None] | None = None) -> dict:
@@ -232,20 +102,9 @@ def _run(cfg: DictConfig, run_dir: Path, overrides: list[str], trainer: L.Traine
     shared = rank0_decides(run_dir, job, decide)
     resume_from, folder = shared["resume_from"], Path(shared["data"])
     L.seed_everything(cfg.seed, workers=True, verbose=job.is_zero)
-    dm = LRADataModule(
-        folder,
-        batch_size=cfg.data.batch_size,
-        eval_batch_size=cfg.data.eval_batch_size,
-        num_workers=cfg.data.num_workers,
-        val_split=cfg.task.val_split,
-        seed=cfg.seed,
-    )
-    dm.setup()
+    dm = build_datamodule(cfg, folder)
     model = build_model(cfg)
-    optim = OmegaConf.to_container(cfg.optim, resolve=True)
-    check_keys("optim", optim, [k for k in inspect.signature(LRAModule).parameters if k not in _NOT_OPTIM])
-    steps = total_steps(cfg, dm, job.world_size)
-    module = LRAModule(model, n_classes=cfg.task.n_classes, pad_id=pad_id(cfg.task), total_steps=steps, **optim)
+    module = build_module(cfg, model, total_steps(cfg, dm, job.world_size))
     n_params = sum(p.numel() for p in model.parameters())
     if job.is_zero:
         log.info("%s: %s parameters, data %s, run dir %s", run_name, f"{n_params:,}", folder, run_dir)
@@ -347,29 +206,6 @@ def _run(cfg: DictConfig, run_dir: Path, overrides: list[str], trainer: L.Traine
                 lg.experiment.finish()
             except Exception:
                 pass
-
-
-def save_hydra_files(cfg: DictConfig, run_dir: Path) -> None:
-    """What Hydra's ``run_job`` writes to ``.hydra/`` (config.yaml, hydra.yaml, overrides.yaml), atomically."""
-    hydra_cfg = HydraConfig.instance().cfg
-    folder = Path(run_dir) / ".hydra"
-    folder.mkdir(parents=True, exist_ok=True)
-    for name, node in (
-        ("config.yaml", cfg),
-        ("hydra.yaml", hydra_cfg),
-        ("overrides.yaml", hydra_cfg.hydra.overrides.task),
-    ):
-        tmp = folder / f".{name}.tmp-{os.getpid()}"
-        OmegaConf.save(node, tmp)
-        os.replace(tmp, folder / name)
-
-
-def add_log_file(path: Path) -> logging.Handler:
-    """Append the root logger's records to ``path`` in Hydra's format (its ``job_logging`` file handler)."""
-    handler = logging.FileHandler(path)
-    handler.setFormatter(logging.Formatter("[%(asctime)s][%(name)s][%(levelname)s] - %(message)s"))
-    logging.getLogger().addHandler(handler)
-    return handler
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")

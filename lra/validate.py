@@ -2,28 +2,27 @@
 
 ``validate_config(cfg)`` runs first in ``lra-train``. Each problem names the config key with its
 value and what would be valid (``attention.segment_size=0: must be an integer >= 1``), and every
-problem is reported at once. Simple rules are checked explicitly; then the model and the
-LightningModule are built once on the meta device (no memory, no compute), so every constructor
-check (unknown keys, the attention registry, encoder options, optimizer options) also runs before
-the data. Settings that are legal but rarely meant are logged as warnings.
+problem is reported at once. Simple rules are checked explicitly; then the LightningModule and
+the model are built once each on the meta device (no memory, no compute) by ``lra.build``'s
+builders, the ones ``lra-train`` uses, so every constructor check (unknown keys, the attention
+registry, encoder options, optimizer options) also runs before the data. Settings that are legal but
+rarely meant are logged as warnings.
 """
 
 from __future__ import annotations
 
-import inspect
 import logging
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-import lightning as L
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from torch import nn
 
+from lra.build import build_model, build_module, check_trainer_keys
 from lra.data.prepared import prepared_dir, read_manifest
 from lra.data.sources import data_path_exists
 from lra.data.tasks import TASKS
-from lra.module import LRAModule
 from models.attention import available, declaration
 
 log = logging.getLogger(__name__)
@@ -31,7 +30,6 @@ log = logging.getLogger(__name__)
 PRECISIONS = ("32-true", "64-true", "16-mixed", "bf16-mixed", "16-true", "bf16-true")
 PRECISION_ALIASES = {"32": "32-true", "64": "64-true", "16": "16-mixed", "bf16": "bf16-mixed"}  # Lightning's
 GPU_ACCELERATORS = ("gpu", "cuda")
-SET_BY_RUN = ("self", "logger", "callbacks", "default_root_dir")  # Trainer arguments lra.train passes itself
 
 
 class ConfigError(ValueError):
@@ -104,10 +102,7 @@ def check_data(data: DictConfig) -> Iterator[str]:
 
 def check_trainer(trainer: DictConfig, optim: DictConfig, *, cuda_devices: int, bf16: bool) -> Iterator[str]:
     """Lightning's settings; ``cuda_devices`` and ``bf16`` describe this machine (passed in for testing)."""
-    from lra.train import check_keys  # lra.train imports this module
-
-    valid = inspect.signature(L.Trainer.__init__).parameters
-    yield from _refused(lambda: check_keys("trainer", trainer, [k for k in valid if k not in SET_BY_RUN]))
+    yield from _refused(lambda: check_trainer_keys(trainer))
     steps, epochs = trainer.get("max_steps"), trainer.get("max_epochs")
     if not isinstance(steps, int) or steps == 0 or steps < -1:
         yield f"trainer.max_steps={_show(steps)}: must be an integer >= 1, or -1 to train trainer.max_epochs epochs"
@@ -154,24 +149,19 @@ def _refused(build: Callable[[], object]) -> Iterator[str]:
         yield str(e.args[0]) if e.args else repr(e)
 
 
-def check_optim(optim: DictConfig) -> Iterator[str]:
-    """Unknown keys, and LRAModule's own checks (lr, weight decay, schedule, on_nonfinite, skips)."""
-    from lra.train import _NOT_OPTIM, check_keys  # lra.train imports this module
+def check_optim(cfg: DictConfig) -> Iterator[str]:
+    """Unknown ``optim`` keys, and LRAModule's own checks (lr, weight decay, schedule, on_nonfinite, skips).
 
-    yield from _int("optim.warmup_steps", optim.get("warmup_steps"), 0)
-
-    def build() -> None:
-        options = OmegaConf.to_container(optim, resolve=True)
-        check_keys("optim", options, [k for k in inspect.signature(LRAModule).parameters if k not in _NOT_OPTIM])
-        LRAModule(nn.Identity(), n_classes=2, pad_id=None, **options)
-
-    yield from _refused(build)
+    The module is built around a stand-in model, so its checks are listed with the simple rules;
+    the model is built once those hold (``check_built_model``)."""
+    yield from _int("optim.warmup_steps", cfg.optim.get("warmup_steps"), 0)
+    n_classes = cfg.task.get("n_classes")
+    if isinstance(n_classes, int) and not isinstance(n_classes, bool) and n_classes >= 2:  # else check_task says so
+        yield from _refused(lambda: build_module(cfg, nn.Identity()))
 
 
 def check_built_model(cfg: DictConfig) -> Iterator[str]:
     """Unknown model keys, the attention registry's and every constructor's checks."""
-    from lra.train import build_model  # lra.train imports this module
-
     yield from _refused(lambda: build_model(cfg))
 
 
@@ -216,7 +206,7 @@ def validate_config(cfg: DictConfig) -> None:
         *check_task(cfg.task, cfg.paths.data_dir),
         *check_model(cfg.model),
         *check_attention(cfg.attention),
-        *check_optim(cfg.optim),
+        *check_optim(cfg),
         *check_data(cfg.data),
         *check_resume(cfg),
         *check_seed(cfg.seed),

@@ -21,10 +21,10 @@ import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from lra.config import compose_config
+from lra.build import build_model, pad_id
+from lra.config import CONFIG_DIR, compose_config
 from lra.data.datamodule import EpochSampler, LRADataModule, ShardSampler
 from lra.module import LRAModule
-from lra.train import CONFIG_DIR, build_model, pad_id
 from tests.test_resume import ckpt_step, wait_for
 
 README = Path(__file__).resolve().parents[1] / "README.md"

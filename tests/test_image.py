@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from lra.build import pad_id
 from lra.config import compose_config
 from lra.data import image
 from lra.data.prepared import load_split, read_manifest
-from lra.train import pad_id
 from tests.task_data import (
     cifar_images,
     cli_prepare,

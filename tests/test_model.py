@@ -3,9 +3,9 @@ import math
 import pytest
 import torch
 
+from lra.build import build_model
 from lra.config import compose_config
 from lra.module import lr_factor
-from lra.train import build_model
 from models.encoder import Classifier, Encoder, PairClassifier, sinusoidal_positions
 
 

@@ -3,11 +3,11 @@
 import numpy as np
 import pytest
 
+from lra.build import build_model
 from lra.config import compose_config
 from lra.data import retrieval
 from lra.data.prepared import MissingDataError, load_split, read_manifest
 from lra.data.tasks import ensure_prepared
-from lra.train import build_model
 from models.encoder import PairClassifier
 from tests.task_data import AAN, AAN_FILES, LONG_DOC, cli_prepare, prepared_bytes, train_tiny, write_aan
 

@@ -38,6 +38,8 @@ from dataclasses import dataclass, field
 
 from torch import nn
 
+from models.attention._common import zero_padding  # noqa: F401  (the padding rule; lra-bench's floor row)
+
 ENTRY_POINT_GROUP = "lra.attention"
 log = logging.getLogger(__name__)
 _REGISTRY: dict[str, type[nn.Module]] = {}

@@ -1,0 +1,196 @@
+"""Config to objects: the one place a resolved config becomes the model, the DataModule, the
+LightningModule, the Trainer with its callbacks, and the loggers.
+
+Each builder reads one config group and calls a constructor whose argument names equal the keys
+(``model.*`` -> ``models.encoder.Encoder``, ``optim.*`` -> ``LRAModule``, ``trainer.*`` ->
+``lightning.Trainer``), minus the arguments the harness sets itself (``*_SET_HERE``). A key that
+no constructor reads (a typo, or a key set by the wrong file) is refused by ``check_keys``, which
+names the valid keys. ``lra.validate`` calls the same builders on the meta device (parameters
+without storage, no compute), so every constructor's check runs before any data is prepared, and
+``lra.train`` calls them for real: there is no second code path that could drift from this one.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+import os
+import warnings
+from collections.abc import Iterable
+from pathlib import Path
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.loggers import Logger
+from omegaconf import DictConfig, OmegaConf
+
+from lra.callbacks import NonFiniteLoss, PeakMemory, StepTimer
+from lra.checkpointing import ResumeCheckpoints
+from lra.csv_log import LoggedRows, RunCSVLogger
+from lra.data.datamodule import LRADataModule
+from lra.module import LRAModule
+from lra.resume import AtomicCheckpointIO
+from models.encoder import Classifier, Encoder, PairClassifier
+
+# constructor arguments that come from elsewhere than their config group
+MODEL_SET_HERE = ("vocab_size", "max_len", "attention", "attention_options", "lra_mask")  # task, attention
+OPTIM_SET_HERE = ("model", "n_classes", "pad_id", "total_steps")  # the model, task, schedule length
+TRAINER_SET_HERE = ("logger", "callbacks", "default_root_dir", "plugins", "use_distributed_sampler")
+
+
+def check_keys(group: str, keys: Iterable[str], valid: Iterable[str]) -> None:
+    """Refuse a config key nothing reads (a typo, or a key set by the wrong file), naming the valid ones."""
+    valid = list(valid)
+    unknown = sorted(set(keys) - set(valid))
+    if unknown:
+        raise ValueError(
+            f"unknown key(s) {', '.join(f'{group}.{k}' for k in unknown)}; valid: {', '.join(sorted(valid))}"
+        )
+
+
+def arguments(constructor, set_here: Iterable[str]) -> list[str]:
+    """The keyword arguments of ``constructor`` a config group may set (``self`` and ``set_here`` excluded)."""
+    return [k for k in inspect.signature(constructor).parameters if k not in ("self", *set_here)]
+
+
+def build_model(cfg: DictConfig) -> torch.nn.Module:
+    """Encoder + head from the task, model and attention configs (keys equal constructor arguments)."""
+    m, task = cfg.model, cfg.task
+    attention = OmegaConf.to_container(cfg.attention, resolve=True)
+    options = {k: v for k, v in OmegaConf.to_container(m, resolve=True).items() if k != "d_head"}
+    check_keys("model", [*options, "d_head"], [*arguments(Encoder, MODEL_SET_HERE), "d_head"])  # d_head: the head's
+    encoder = Encoder(
+        vocab_size=task.vocab_size,
+        max_len=task.max_len,
+        attention=attention.pop("name"),
+        attention_options=attention,
+        lra_mask=bool(OmegaConf.select(task, "mask_zero_pixels", default=False)),  # LRA's CLS mask and mean pool
+        **options,
+    )
+    if task.pair:
+        return PairClassifier(
+            encoder, n_classes=task.n_classes, d_model=m.d_model, d_head=m.d_head, combine=task.combine
+        )
+    return Classifier(encoder, n_classes=task.n_classes, d_model=m.d_model, d_head=m.d_head)
+
+
+def pad_id(task: DictConfig) -> int | None:
+    """Padding id for the mask; pixel tasks have none unless the reference behaviour is asked for."""
+    if OmegaConf.select(task, "mask_zero_pixels", default=False):
+        return 0
+    return task.pad_id
+
+
+def build_module(cfg: DictConfig, model: torch.nn.Module, total_steps: int = 1) -> LRAModule:
+    """The LightningModule training ``model`` with the ``optim`` settings over ``total_steps`` steps."""
+    optim = OmegaConf.to_container(cfg.optim, resolve=True)
+    check_keys("optim", optim, arguments(LRAModule, OPTIM_SET_HERE))
+    return LRAModule(model, n_classes=cfg.task.n_classes, pad_id=pad_id(cfg.task), total_steps=total_steps, **optim)
+
+
+def build_datamodule(cfg: DictConfig, folder: Path) -> LRADataModule:
+    """The DataModule over the prepared arrays in ``folder`` (set up: its datasets are open)."""
+    dm = LRADataModule(
+        folder,
+        batch_size=cfg.data.batch_size,
+        eval_batch_size=cfg.data.eval_batch_size,
+        num_workers=cfg.data.num_workers,
+        val_split=cfg.task.val_split,
+        seed=cfg.seed,
+    )
+    dm.setup()
+    return dm
+
+
+def global_batch(cfg: DictConfig, world_size: int = 1) -> int:
+    """Examples per optimizer step over the whole job: per-rank batch x ranks x accumulated batches."""
+    return int(cfg.data.batch_size) * world_size * int(cfg.trainer.accumulate_grad_batches)
+
+
+def total_steps(cfg: DictConfig, dm: LRADataModule, world_size: int = 1) -> int:
+    """The schedule's length: ``trainer.max_steps``, or ``trainer.max_epochs`` epochs of the global batch."""
+    if cfg.trainer.max_steps and cfg.trainer.max_steps > 0:
+        return int(cfg.trainer.max_steps)
+    return int(cfg.trainer.max_epochs) * math.ceil(len(dm.datasets["train"]) / global_batch(cfg, world_size))
+
+
+def wandb_mode() -> str:
+    """WANDB_MODE if the user set it; online with a configured account; offline otherwise."""
+    if os.environ.get("WANDB_MODE"):
+        return os.environ["WANDB_MODE"]
+    if os.environ.get("WANDB_API_KEY"):
+        return "online"
+    try:
+        import netrc
+
+        if netrc.netrc().authenticators("api.wandb.ai"):
+            return "online"
+    except (OSError, netrc.NetrcParseError):
+        pass
+    return "offline"
+
+
+def build_loggers(
+    cfg: DictConfig, run_dir: Path, run_name: str, *, csv: bool = True, wandb: bool = True
+) -> list[Logger]:
+    """The CSV logger (with ``csv``) and the wandb run (with ``wandb``) the config asks for."""
+    loggers: list[Logger] = []
+    if csv and cfg.logger.csv:
+        loggers.append(RunCSVLogger(run_dir, name="csv"))
+    if wandb and cfg.logger.wandb is not None:
+        try:
+            from lightning.pytorch.loggers import WandbLogger
+
+            w = cfg.logger.wandb
+            logger = WandbLogger(
+                project=w.project,
+                entity=w.entity,
+                group=w.group or cfg.task.name,
+                name=run_name,
+                tags=sorted({cfg.task.name, cfg.attention.name, *w.tags}),
+                save_dir=str(run_dir),
+                mode=wandb_mode(),
+                config=OmegaConf.to_container(cfg, resolve=True),
+            )
+            _ = logger.experiment  # start the run now, so a failure shows here and not mid-training
+            loggers.append(logger)
+        except Exception as e:  # a missing or failing wandb never kills a training run
+            warnings.warn(
+                f"wandb logging is off for this run ({type(e).__name__}: {e}); the CSV log is kept", stacklevel=1
+            )
+    return loggers
+
+
+def check_trainer_keys(trainer: DictConfig) -> None:
+    """Refuse ``trainer.*`` keys that are no ``lightning.Trainer`` argument, or that the harness sets."""
+    check_keys("trainer", trainer, arguments(L.Trainer.__init__, TRAINER_SET_HERE))
+
+
+def build_callbacks(cfg: DictConfig, run_dir: Path, csv_loggers: list[Logger]) -> list[L.Callback]:
+    """Measurement (step time, peak memory), the non-finite-loss stop, the CSV rows kept in
+    checkpoints, ``best.ckpt`` and ``last.ckpt``, in the order Lightning must run them."""
+    # best.ckpt only: last.ckpt is ResumeCheckpoints' (listed after this one, so it saves after it)
+    ckpt = ModelCheckpoint(dirpath=Path(run_dir) / "checkpoints", filename="best", monitor="val/acc", mode="max")
+    return [
+        StepTimer(warmup=cfg.measure.warmup_steps),
+        PeakMemory(),
+        NonFiniteLoss(),
+        *(LoggedRows(lg) for lg in csv_loggers if isinstance(lg, RunCSVLogger)),
+        ckpt,
+        ResumeCheckpoints(ckpt.dirpath, cfg.checkpoint.every_n_steps),
+    ]
+
+
+def build_trainer(cfg: DictConfig, run_dir: Path, csv_loggers: list[Logger]) -> L.Trainer:
+    """The Trainer with the harness's callbacks and the CSV logger (wandb joins on rank 0 once the
+    Trainer has computed the ranks)."""
+    check_trainer_keys(cfg.trainer)
+    return L.Trainer(
+        **OmegaConf.to_container(cfg.trainer, resolve=True),
+        logger=csv_loggers or False,
+        callbacks=build_callbacks(cfg, run_dir, csv_loggers),
+        default_root_dir=str(run_dir),
+        plugins=[AtomicCheckpointIO()],
+        use_distributed_sampler=False,  # LRADataModule gives each rank its shard (and eval without padding)
+    )
