@@ -274,8 +274,8 @@ def test_a_checkpoint_write_that_dies_leaves_the_previous_one_intact(tmp_path, m
     path = tmp_path / "checkpoints" / "last.ckpt"
     AtomicCheckpointIO().save_checkpoint({"global_step": 10}, path)
 
-    def dies_midway(obj, f):
-        Path(f).write_bytes(b"half a checkpoint")
+    def dies_midway(obj, f):  # torch.save is handed the temporary file (an open file since lra.atomic)
+        f.write(b"half a checkpoint")
         raise OSError("No space left on device")
 
     monkeypatch.setattr(torch, "save", dies_midway)
