@@ -78,3 +78,13 @@ def test_every_path_named_in_a_docstring_or_comment_exists():
 def test_readme_names_no_file_outside_the_repository():
     missing = [path for path in NAMED_PATH.findall(README) if not (ROOT / path).exists()]
     assert not missing, missing
+
+
+def test_every_benchmark_table_quoted_in_the_readme_is_the_committed_one():
+    """A table README quotes 'from `results/efficiency/<folder>/table.md`' has exactly that file's rows."""
+    quotes = re.findall(r"from `(results/efficiency/[\w.-]+/table\.md)`:\n\n((?:\|.*\|\n)+)", README)
+    assert quotes, "README quotes no benchmark table"
+    for path, table in quotes:
+        committed = (ROOT / path).read_text().splitlines()
+        for line in table.splitlines()[2:]:  # the rows below the header and its rule
+            assert line in committed, f"README's row is not in {path}: {line}"
