@@ -22,6 +22,7 @@ from pathlib import Path
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
+from lra.atomic import write_text_atomic
 from lra.errors import UserError
 from lra.results import without_no_effect
 
@@ -123,9 +124,7 @@ def save_hydra_files(cfg: DictConfig, run_dir: Path) -> None:
         ("hydra.yaml", hydra_cfg),
         ("overrides.yaml", hydra_cfg.hydra.overrides.task),
     ):
-        tmp = folder / f".{name}.tmp-{os.getpid()}"
-        OmegaConf.save(node, tmp)
-        os.replace(tmp, folder / name)
+        write_text_atomic(folder / name, OmegaConf.to_yaml(node))
 
 
 def add_log_file(path: Path) -> logging.Handler:
