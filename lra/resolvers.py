@@ -11,6 +11,9 @@ override (``attention.num_clusters=8``) replaces the rule. The rules, in the att
   every LRA length; shorter sequences keep about 8 queries per cluster);
 - srformer: ``segment_size = min(64, N // 8)`` (the default 64 at every LRA length, at least 8
   segments on shorter ones);
+- local / sparse / longformer: ``window = min_int(256, floor_div(N, 4))``, ``stride = min_int(128,
+  floor_div(N, 4))``, ``window = min_int(256, floor_div(N, 2))``: LRA's sizes at every LRA length, several
+  blocks (not one block, which is exact attention) on a 128-token mini task;
 - linformer / synthesizer: ``max_len = sum_int(N, 1)``, the length their learned tables cover (N + 1:
   the CLS token that ``pool=cls`` prepends).
 

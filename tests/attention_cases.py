@@ -28,6 +28,11 @@ CASES: dict[str, dict] = {
     "nystromformer[uneven]": {"landmarks": 10, "conv_kernel": 5},
     "synthesizer": {"max_len": 80},
     "synthesizer[random]": {"max_len": 80, "kind": "random"},
+    "local": {"window": 16},
+    "local[neighbours]": {"window": 12, "neighbours": 1},
+    "sparse": {"stride": 16, "summary": 4},
+    "longformer": {"window": 16},
+    "longformer[global]": {"window": 10, "global_tokens": 3},
 }
 
 

@@ -35,6 +35,14 @@ def test_sizes_follow_the_task_length(max_len):
     assert attention("attention=srformer", n)["segment_size"] == segment
 
 
+@pytest.mark.parametrize(("name", "key", "lra", "mini"), [("local", "window", 256, 32), ("sparse", "stride", 128, 32),
+                                                         ("longformer", "window", 256, 64)])  # fmt: skip
+def test_block_sizes_are_lras_at_every_lra_length_and_shrink_for_a_mini_task(name, key, lra, mini):
+    for n in (1024, 2000, 4000, 16384):
+        assert attention(f"attention={name}", f"task.max_len={n}")[key] == lra
+    assert attention(f"attention={name}", "experiment=mini/listops")[key] == mini
+
+
 def test_presets_size_each_mechanism_for_their_task():
     """The mini presets' 128 tokens against the LRA presets' 2000 (ListOps) and 4000 (Text)."""
     assert attention("experiment=mini/listops", "attention=cast")["cluster_size"] == 16

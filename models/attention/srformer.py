@@ -11,7 +11,8 @@ neuron fed with ``K^T V - K_s^T V_s``. LRA needs encoder self-attention, so here
 itself is cut into M = ceil(N / m) segments of m tokens (tail padded and masked), and per head:
 
 1. Local: queries of segment s attend with exact softmax to the keys/values of segment s only
-   (block-diagonal attention, one batched SDPA call with a key-padding mask).
+   (block-diagonal attention: ``models.attention.blocks.block_attention`` with no neighbours, the
+   block machinery ``local`` uses too).
 2. Recurrent: with K, V zeroed at padding, ``P_s = K_s^T V_s`` (d x d) and the rest of the
    sequence ``C_s = KV - P_s`` with ``KV = K^T V`` (``causal``: ``C_s = sum_{t<s} P_t``).
 3. The RAF neuron with a (d, d) membrane U (zero at the start of every forward) runs over the
@@ -45,6 +46,7 @@ from torch import Tensor, nn
 
 from models.attention import register
 from models.attention._common import QKVAttention
+from models.attention.blocks import block_attention
 
 SCALINGS = ("normalized", "paper")
 _EPS = 1e-6
@@ -153,6 +155,10 @@ class SRformerAttention(QKVAttention):
         """
         b, h, n, d = q.shape
         m = self.segment_size
+        p = self.dropout if self.training else 0.0
+        local = block_attention(q, k, v, block=m, valid=mask, causal=self.causal, dropout=p)  # (B, H, N, d)
+        if not self.recurrent:
+            return local, None
         n_seg = -(-n // m)
         pad = n_seg * m - n
         valid = torch.ones(b, n, dtype=torch.bool, device=q.device) if mask is None else mask
@@ -161,36 +167,10 @@ class SRformerAttention(QKVAttention):
         k = k.masked_fill(~valid[:, None, :, None], 0.0)  # padded rows carry nothing
         v = v.masked_fill(~valid[:, None, :, None], 0.0)
         qs, ks, vs = (t.view(b, h, n_seg, m, d) for t in (q, k, v))  # (B, H, M, m, d)
-
-        local = self._local(qs, ks, vs, valid.view(b, n_seg, m), need_mask=mask is not None or pad > 0)
-        local = local.reshape(b, h, n_seg * m, d)[:, :, :n]
-        if not self.recurrent:
-            return local, None
         with torch.autocast(device_type=q.device.type, enabled=False):
             rec = self._recurrent(qs, ks, vs)  # (B, H, M, m, d)
         rec = rec.reshape(b, h, n_seg * m, d)[:, :, :n].to(q.dtype)
         return local, rec
-
-    def _local(self, qs: Tensor, ks: Tensor, vs: Tensor, seg_valid: Tensor, need_mask: bool) -> Tensor:
-        """Exact softmax attention inside each segment (step 1): one SDPA over B*H*M segments.
-
-        qs, ks, vs: (B, H, M, m, d); seg_valid: (B, M, m) True = real token. Returns (B, H, M, m, d).
-        """
-        b, h, n_seg, m, d = qs.shape
-        p = self.dropout if self.training else 0.0
-        q4, k4, v4 = (t.reshape(b * h, n_seg, m, d) for t in (qs, ks, vs))  # (B*H, M, m, d)
-        if not need_mask:
-            out = F.scaled_dot_product_attention(q4, k4, v4, dropout_p=p, is_causal=self.causal)
-            return out.view(b, h, n_seg, m, d)
-        allowed = seg_valid[:, :, None, :]  # (B, M, 1, m): key-padding mask, True = attend
-        if self.causal:
-            allowed = allowed & torch.ones(m, m, dtype=torch.bool, device=qs.device).tril()  # (B, M, m, m)
-        # A query row with no valid key is a padded query (every real query sees itself): let it attend
-        # to all keys of its segment so softmax never sees only -inf; its output is zeroed later.
-        allowed = allowed | ~allowed.any(dim=-1, keepdim=True)
-        allowed = allowed[:, None].expand(b, h, *allowed.shape[1:]).reshape(b * h, n_seg, -1, m)
-        out = F.scaled_dot_product_attention(q4, k4, v4, attn_mask=allowed, dropout_p=p)
-        return out.view(b, h, n_seg, m, d)
 
     def _recurrent(self, qs: Tensor, ks: Tensor, vs: Tensor) -> Tensor:
         """Steps 2-4 on (B, H, M, m, d) segments with K, V zero at padding, in float32. Returns (B, H, M, m, d)."""
