@@ -28,6 +28,9 @@ CASES: dict[str, dict] = {
     "nystromformer[uneven]": {"landmarks": 10, "conv_kernel": 5},
     "synthesizer": {"max_len": 80},
     "synthesizer[random]": {"max_len": 80, "kind": "random"},
+    "bigbird": {"block_size": 4},
+    "bigbird[window5]": {"block_size": 4, "window_blocks": 5, "global_blocks": 1, "random_blocks": 2},
+    "bigbird[mixed]": {"block_size": 6},  # row 0's 44 real tokens are covered (exact), row 1 is sparse
 }
 
 
