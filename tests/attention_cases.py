@@ -33,6 +33,9 @@ CASES: dict[str, dict] = {
     "sparse": {"stride": 16, "summary": 4},
     "longformer": {"window": 16},
     "longformer[global]": {"window": 10, "global_tokens": 3},
+    "bigbird": {"block_size": 4},
+    "bigbird[window5]": {"block_size": 4, "window_blocks": 5, "global_blocks": 1, "random_blocks": 2},
+    "bigbird[mixed]": {"block_size": 6},  # row 0's 44 real tokens are covered (exact), row 1 is sparse
 }
 
 
