@@ -28,6 +28,8 @@ CASES: dict[str, dict] = {
     "nystromformer[uneven]": {"landmarks": 10, "conv_kernel": 5},
     "synthesizer": {"max_len": 80},
     "synthesizer[random]": {"max_len": 80, "kind": "random"},
+    "reformer": {"buckets": 4, "hashes": 2, "chunk": 16},
+    "reformer[one_round]": {"buckets": 8, "hashes": 1, "chunk": 8},
 }
 
 
