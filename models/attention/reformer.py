@@ -88,7 +88,7 @@ def lsh_buckets(q: Tensor, rotations: Tensor, buckets: int) -> Tensor:
 
 
 def reset_host_steps(module, incompatible_keys) -> None:
-    module.host_steps = None  # re-read the loaded ``steps`` buffer at the next training step
+    module.host_steps = module.host_seed = None  # re-read the loaded buffers at the next training step
 
 
 def reformer_warnings(options, n: int):
@@ -130,14 +130,17 @@ class ReformerAttention(QKVAttention):
         seed = int(torch.randint(0, 2**62, (), dtype=torch.long, device="cpu"))  # torch's global CPU RNG
         self.register_buffer("seed", torch.tensor(seed))
         self.register_buffer("steps", torch.zeros((), dtype=torch.long))
+        self.host_steps: int | None = None  # CPU copies of ``steps`` and ``seed``: no device sync per forward
+        self.host_seed: int | None = seed
         self.register_buffer("rotations", self.draw(0))
-        self.host_steps: int | None = None  # a CPU copy of ``steps``: no device sync per forward
         self.last_rotations: Tensor | None = None
         self.register_load_state_dict_post_hook(reset_host_steps)
 
     def draw(self, index: int) -> Tensor:
         """Draw ``index`` of this module's rotations (H, hashes, d, buckets/2), float32 on the CPU."""
-        return draw_rotations(self.n_heads, self.hashes, self.head_dim, self.buckets, int(self.seed), index)
+        if self.host_seed is None:
+            self.host_seed = int(self.seed)
+        return draw_rotations(self.n_heads, self.hashes, self.head_dim, self.buckets, self.host_seed, index)
 
     def current_rotations(self) -> Tensor:
         """Evaluation: the fixed draw 0. Training: draw ``1 + steps``, then count the step."""
