@@ -209,9 +209,9 @@ def lsh_attention(
     # one real chunk: the first chunk looks back at itself; its second copy is masked (see the docstring)
     prev_real[:, :, :, 0] &= (back[:, 0] != 0).view(b, 1, 1, 1, 1)
     key_real = torch.cat([prev_real, own_real], dim=-1)  # (B, 1, 1, C, 1, 2c)
-    scores = scores.masked_fill(~key_real, -PAD_PENALTY)
+    scores.masked_fill_(~key_real, -PAD_PENALTY)  # in place: the matmul's backward does not need its output
     lse = torch.logsumexp(scores, dim=-1, keepdim=True)  # (B, H, R, C, c, 1)
-    probs = torch.exp(scores - lse)
+    probs = (scores - lse).exp_()
     if dropout > 0:
         probs = F.dropout(probs, dropout)
     so = (probs @ values).view(b, h, rounds, n_pad, d)  # sorted outputs per round
