@@ -36,6 +36,8 @@ CASES: dict[str, dict] = {
     "bigbird": {"block_size": 4},
     "bigbird[window5]": {"block_size": 4, "window_blocks": 5, "global_blocks": 1, "random_blocks": 2},
     "bigbird[mixed]": {"block_size": 6},  # row 0's 44 real tokens are covered (exact), row 1 is sparse
+    "reformer": {"buckets": 4, "hashes": 2, "chunk": 16},
+    "reformer[one_round]": {"buckets": 8, "hashes": 1, "chunk": 8},
 }
 
 
