@@ -28,6 +28,9 @@ CASES: dict[str, dict] = {
     "nystromformer[uneven]": {"landmarks": 10, "conv_kernel": 5},
     "synthesizer": {"max_len": 80},
     "synthesizer[random]": {"max_len": 80, "kind": "random"},
+    "sinkhorn": {"block_size": 16, "max_len": 80},
+    "sinkhorn[uneven]": {"block_size": 12, "max_len": 80},
+    "sinkhorn[lra_two_softmax]": {"block_size": 16, "max_len": 80, "lra_two_softmax": True},
 }
 
 
