@@ -37,6 +37,8 @@ def test_layer_matches_the_reference_forward_in_float64(two):
             y, ref = m(x, msk), sinkhorn_reference(m, x, msk)
         assert y.dtype == torch.float64
         torch.testing.assert_close(y, ref, rtol=1e-10, atol=1e-10)
+    with torch.no_grad():  # 28 = 7 whole blocks and no mask: the path without any mask
+        torch.testing.assert_close(m(x[:, :28]), sinkhorn_reference(m, x[:, :28], None), rtol=1e-10, atol=1e-10)
 
 
 @pytest.mark.parametrize("block_size", [12, 40])

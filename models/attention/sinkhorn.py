@@ -117,14 +117,14 @@ class SinkhornAttention(QKVAttention):
         self.sort_net = nn.Linear(self.head_dim, self.max_blocks, bias=False)
         nn.init.xavier_uniform_(self.sort_net.weight)
 
-    def permutation(self, k: Tensor, mask: Tensor) -> Tensor:
+    def permutation(self, k: Tensor, mask: Tensor | None) -> Tensor:
         """P (B, H, nb, nb), P[..., j, i] = weight of block j in slot i, from zero-padded keys (B, H, nb*b, d)
-        and the (B, nb*b) mask; columns sum to 1."""
+        and the (B, nb*b) mask (None: every token real); columns sum to 1."""
         b, h, n, d = k.shape
         nb = n // self.block_size
         summary = k.reshape(b, h, nb, self.block_size, d).sum(dim=3)  # (B, H, nb, d)
         logits = F.linear(summary, self.sort_net.weight[:nb])  # (B, H, nb, nb)
-        valid = mask.view(b, nb, self.block_size).any(dim=-1)  # (B, nb)
+        valid = None if mask is None else mask.view(b, nb, self.block_size).any(dim=-1)  # (B, nb)
         return sinkhorn_log(logits / self.temperature, self.iterations, valid)
 
     def attend(self, q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None) -> Tensor:
@@ -134,13 +134,16 @@ class SinkhornAttention(QKVAttention):
         bs = self.block_size
         nb = -(-n // bs)
         pad = nb * bs - n
-        real = torch.ones(bsz, n, dtype=torch.bool, device=q.device) if mask is None else mask
-        if pad:
+        dense = mask is None and pad == 0  # no padding at all: no masks (SDPA's unmasked kernels)
+        real = None
+        if not dense:
+            real = torch.ones(bsz, n, dtype=torch.bool, device=q.device) if mask is None else mask
+            real = F.pad(real, (0, pad), value=False)  # (B, nb*b)
             q, k, v = (F.pad(t, (0, 0, 0, pad)) for t in (q, k, v))
-            real = F.pad(real, (0, pad), value=False)
-        keep = real[:, None, :, None]
-        # padded keys and values are zero: summaries and mixtures see real ones only
-        k, v = (k * keep).contiguous(), (v * keep).contiguous()  # (B, H, nb*b, d)
+            keep = real[:, None, :, None]
+            # padded keys and values are zero: summaries and mixtures see real ones only
+            k, v = k * keep, v * keep
+        k, v = k.contiguous(), v.contiguous()  # (B, H, nb*b, d)
         p = self.permutation(k, real).to(k.dtype)  # (B, H, nb, nb)
 
         # sorted blocks: K~_i = sum_j P_ji K_j, one (nb x nb) @ (nb, b*d) product per (item, head)
@@ -149,9 +152,12 @@ class SinkhornAttention(QKVAttention):
         k_sorted = torch.matmul(p_t, kb).view(bsz, h, nb, bs, d)  # (B, H, nb, b, d)
         v_sorted = torch.matmul(p_t, vb).view(bsz, h, nb, bs, d)
 
-        blocks = real.view(bsz, nb, bs)  # (B, nb, b)
-        valid = blocks.any(dim=-1)  # (B, nb)
-        sorted_real = valid[:, :, None] & blocks.any(dim=1)[:, None, :]  # (B, nb, b): some real block has t
+        blocks = sorted_real = both = None
+        if not dense:
+            blocks = real.view(bsz, nb, bs)  # (B, nb, b)
+            valid = blocks.any(dim=-1)  # (B, nb)
+            sorted_real = valid[:, :, None] & blocks.any(dim=1)[:, None, :]  # (B, nb, b): a real block has t
+            both = torch.cat([blocks, sorted_real], dim=-1)
         qb = q.reshape(bsz, h * nb, bs, d)  # (B, H*nb, b, d)
         kb, vb = kb.view(bsz, h, nb, bs, d), vb.view(bsz, h, nb, bs, d)
         drop = self.dropout if self.training else 0.0
@@ -161,14 +167,16 @@ class SinkhornAttention(QKVAttention):
         else:
             keys = torch.cat([kb, k_sorted], dim=3)  # (B, H, nb, 2b, d)
             values = torch.cat([vb, v_sorted], dim=3)
-            out = self._sdpa(qb, keys, values, torch.cat([blocks, sorted_real], dim=-1), drop)
+            out = self._sdpa(qb, keys, values, both, drop)
         return out.view(bsz, h, nb * bs, d)[:, :, :n]
 
-    def _sdpa(self, qb: Tensor, keys: Tensor, values: Tensor, key_real: Tensor, drop: float) -> Tensor:
-        """Blocked SDPA: qb (B, H*nb, b, d), keys/values (B, H, nb, T, d), key_real (B, nb, T) bool."""
+    def _sdpa(self, qb: Tensor, keys: Tensor, values: Tensor, key_real: Tensor | None, drop: float) -> Tensor:
+        """Blocked SDPA: qb (B, H*nb, b, d), keys/values (B, H, nb, T, d), key_real (B, nb, T) bool or None."""
         bsz, h, nb, t, d = keys.shape
-        key_real = key_real | ~key_real.any(dim=-1, keepdim=True)  # a keyless (padded) block sees all: finite
-        attn_mask = key_real[:, None, :, None, :].expand(bsz, h, nb, 1, t).reshape(bsz, h * nb, 1, t)
+        attn_mask = None
+        if key_real is not None:
+            key_real = key_real | ~key_real.any(dim=-1, keepdim=True)  # a keyless (padded) block sees all
+            attn_mask = key_real[:, None, :, None, :].expand(bsz, h, nb, 1, t).reshape(bsz, h * nb, 1, t)
         return F.scaled_dot_product_attention(
             qb, keys.reshape(bsz, h * nb, t, d), values.reshape(bsz, h * nb, t, d), attn_mask=attn_mask, dropout_p=drop
         )  # (B, H*nb, b, d)
