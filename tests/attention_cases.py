@@ -38,6 +38,9 @@ CASES: dict[str, dict] = {
     "bigbird[mixed]": {"block_size": 6},  # row 0's 44 real tokens are covered (exact), row 1 is sparse
     "reformer": {"buckets": 4, "hashes": 2, "chunk": 16},
     "reformer[one_round]": {"buckets": 8, "hashes": 1, "chunk": 8},
+    "sinkhorn": {"block_size": 16, "max_len": 80},
+    "sinkhorn[uneven]": {"block_size": 12, "max_len": 80},
+    "sinkhorn[lra_two_softmax]": {"block_size": 16, "max_len": 80, "lra_two_softmax": True},
 }
 
 
