@@ -14,6 +14,12 @@ override (``attention.num_clusters=8``) replaces the rule. The rules, in the att
 - local / sparse / longformer: ``window = min_int(256, floor_div(N, 4))``, ``stride = min_int(128,
   floor_div(N, 4))``, ``window = min_int(256, floor_div(N, 2))``: LRA's sizes at every LRA length, several
   blocks (not one block, which is exact attention) on a 128-token mini task;
+- bigbird: ``block_size = min_int(64, floor_div(sum_int(N, 1), 16))`` (LRA's 64 at every LRA length,
+  16 blocks on a 128-token mini task, more than the 8 that make it exact);
+- reformer: ``buckets = sum_int(floor_div(N, 128), floor_div(N, 128))`` = 2 max(1, N // 128) (about N / 64,
+  even, as the paper's chunk of 64);
+- sinkhorn: ``block_size = min_int(64, floor_div(N, 4))`` and ``max_len = sum_int(N, 1)`` (its sorting
+  network has one output per block of the longest sequence, CLS token included);
 - linformer / synthesizer: ``max_len = sum_int(N, 1)``, the length their learned tables cover (N + 1:
   the CLS token that ``pool=cls`` prepends).
 
