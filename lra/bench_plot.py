@@ -37,9 +37,10 @@ def _pyplot():
     return plt
 
 
-def plot(rows: list[dict], path: Path, panels: list[tuple[str, str]], title: str) -> None:
+def plot(rows: list[dict], path: Path, panels: list[tuple[str, str]], title: str) -> dict[str, list[str]]:
     """Log-log against N, one line per row (failed points omitted); one panel per (key, y label).
-    On a ``<phase>_median_ms`` panel each mechanism's efficiency length is starred and in its label."""
+    On a ``<phase>_median_ms`` panel each mechanism's efficiency length is starred and in its label.
+    Returns each panel's line labels by key."""
     plt = _pyplot()
     idx, names = index(rows), row_order(rows)
     lengths = sorted({int(r["length"]) for r in rows})
@@ -58,8 +59,10 @@ def plot(rows: list[dict], path: Path, panels: list[tuple[str, str]], title: str
     fig, axes = plt.subplots(nrows, ncols, figsize=(7 * ncols, 4.5 * nrows), squeeze=False)
     for ax in axes.flat[len(panels) :]:
         ax.set_visible(False)
+    drawn: dict[str, list[str]] = {}
     for ax, (key, ylabel) in zip(axes.flat, panels):
         phase = phase_of(key) if key.endswith("_median_ms") else None
+        drawn[key] = []
         for name in names:
             pts = [(n, v) for n in lengths if (v := ok_value(idx, name, n, key)) is not None]
             if not pts:
@@ -68,6 +71,7 @@ def plot(rows: list[dict], path: Path, panels: list[tuple[str, str]], title: str
             eff = efficiency_length(idx, name, lengths, phase) if phase and name not in (BASELINE, FLOOR) else None
             text = f"{name} (beats SDPA from {label(eff)})" if eff is not None else name
             (line,) = ax.plot(xs, ys, marker="o", label=text, **STYLE.get(name, {}))
+            drawn[key].append(text)
             if eff is not None and eff in xs:
                 ax.plot([eff], [ys[xs.index(eff)]], marker="*", ms=14, color=line.get_color(), zorder=3)
         ax.set_xscale("log", base=2)
@@ -85,6 +89,7 @@ def plot(rows: list[dict], path: Path, panels: list[tuple[str, str]], title: str
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+    return drawn
 
 
 def plot_share(rows: list[dict], path: Path, title: str, key: str = "train_step_median_ms") -> list[str]:

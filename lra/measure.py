@@ -202,7 +202,7 @@ def summarise(times: list[float], prefix: str) -> dict:
         f"{prefix}_p80_ms": percentile(ms, 80),
         f"{prefix}_min_ms": min(ms),
         f"{prefix}_max_ms": max(ms),
-        f"{prefix}_times_ms": ";".join(f"{t:.2f}" for t in ms),
+        f"{prefix}_times_ms": ";".join(f"{t:.6g}" for t in ms),  # 6 digits: sub-ms op phases keep theirs
     }
 
 
