@@ -106,7 +106,10 @@ def efficiency_length(idx: dict, row: str, lengths: list[int], phase: str) -> in
 
 
 def efficiency_text(idx: dict, row: str, lengths: list[int], phase: str) -> str:
-    """An efficiency length as the table prints it: ``4K``, or ``none up to 16K``."""
+    """An efficiency length as the table prints it: ``4K``, ``none up to 16K``, or ``-`` where no length
+    decides (no vanilla SDPA point to compare with)."""
+    if all(beats_vanilla(idx, row, n, phase) is None for n in lengths):
+        return "-"
     n = efficiency_length(idx, row, lengths, phase)
     return label(n) if n is not None else f"none up to {label(max(lengths))}"
 

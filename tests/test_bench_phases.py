@@ -150,6 +150,8 @@ def test_the_efficiency_length_is_where_a_mechanism_starts_to_beat_vanilla_for_g
     assert got == {"late": 2048, "flip": 4096, "never": None, "lost_at_8k": 16384, "both_fail": 1024, "errors": None}
     assert efficiency_text(idx, "never", LENGTHS, "train_step") == "none up to 16K"
     assert efficiency_text(idx, "late", LENGTHS, "train_step") == "2K"
+    alone = index([r for r in hand_rows() if r["row"] != BASELINE])
+    assert efficiency_text(alone, "late", LENGTHS, "train_step") == "-"  # no vanilla: nothing to beat, not "none"
     # per phase: flip's inference (1 ms) is faster than vanilla's (5 ms at 1K) at every length
     assert efficiency_length(idx, "flip", LENGTHS, "inference") == 1024
     table = bench_report.build_table(hand_rows(), LENGTHS)
