@@ -3,10 +3,10 @@
 Everything here works on the benchmark's row dicts (one per attention row and length, as in
 points.csv; points.json holds the same rows); a row whose ``status`` is not ``ok`` shows its status
 in the tables and is left out of the plots (lra.bench_plot). The numbers the tables show are derived
-in lra.bench_numbers. Per phase (lra.measure.PHASES) table.md shows median [p20, p80] ms, tokens/s
-and peak memory, each with its ratio to the ``vanilla`` (SDPA) row at the same length ("-" without
-an ``ok`` vanilla point there), then the efficiency lengths, the training step's attention cost and
-share above the floor, and log-log slopes.
+in lra.bench_numbers. table.md shows the efficiency lengths first; then per phase (lra.measure.PHASES)
+median [p20, p80] ms, tokens/s and peak memory (and CUDA's reserved memory), each with its ratio to
+the ``vanilla`` (SDPA) row at the same length ("-" without an ``ok`` vanilla point there); then the
+training step's attention cost and share above the floor, log-log slopes and the flags.
 
 Format change: points.csv before the phases (columns ``train_*`` and ``infer_*``, memory
 ``*_peak_mem_mb``) reads as ``train_step_*`` and ``inference_*`` (``*_mem_mb``), p20 and p80 computed
