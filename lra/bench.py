@@ -1,23 +1,27 @@
-"""``lra-bench``: speed and peak memory of every attention mechanism against sequence length.
+"""``lra-bench``: speed and peak memory of every attention mechanism against sequence length, per phase.
 
     lra-bench                                                   # configs/bench.yaml's full grid
     lra-bench mechanisms=[vanilla,cast] lengths=[1024,2048] batch=2
+    lra-bench grid=tokens tokens=65536 lengths=[1024,4096,16384,65536] phases=[train_step]
 
 The default rows are every registered mechanism (``mechanisms: null``), plus ``vanilla_naive`` and
 ``floor``, at every length. This module runs the sweep; the parts live beside it:
 
 - lra.bench_plan: the grid (rows, each point's options at its length, the sweep's settings);
 - lra.bench_child: one fresh process per point, its results as marked JSON lines, the memory cap;
-- lra.bench_point: the model of a point and its timed inference and training phases (in the child);
+- lra.bench_point: the layer and model of a point and its timed phases (in the child);
 - lra.measure: timing with CUDA sync, peak memory, device names, the row names;
 - lra.bench_report: points.csv, table.md, the plots and README.md.
 
-An OOM, an exception, a crash or a timeout is recorded in the point's row and the sweep goes on;
-with ``skip_longer`` a row that ran out of memory or time skips its longer lengths.
+An OOM, an exception, a crash or a timeout is recorded in the point's row (``failed_phase``: the first
+phase without numbers; ``phases_done``: those with) and the sweep goes on; with ``skip_longer`` a row
+that ran out of memory or time at N is not run at any longer N (status ``skipped``, detail naming the
+status and N), also under ``grid=tokens``, where its batch shrinks as N grows.
 Outputs in ``out_dir`` (a new ``results/efficiency/<device>-<date>_<time>/`` per run; a folder that
 already holds files, e.g. committed results, is refused unless ``overwrite=true``): points.csv,
-table.md, speed.png, memory.png, README.md (lra.bench_report). Each point records the 1-minute load
-average before and after it; the table flags points whose numbers the machine may have bent.
+points.json, table.md, speed.png, memory.png, share.png, README.md (lra.bench_report). Each point
+records the 1-minute load average before and after it; the table flags points whose numbers the
+machine may have bent.
 """
 
 from __future__ import annotations
@@ -64,9 +68,10 @@ def run_point(point: Point, setup: dict, *, mem_limit_gb: float | None) -> dict:
     res = run_child("lra.bench_point:measure", kwargs, timeout_s=point.timeout_s, mem_limit_gb=limit)
     for rec in res.records:
         row.update({k: v for k, v in rec.items() if k != "phase"})
-    phases = [r["phase"] for r in res.records]
-    failed = "" if res.status == "ok" else "infer" if "infer" not in phases else "train"
-    return {**row, "status": res.status, "failed_phase": failed, "detail": res.detail, "wall_s": round(res.wall_s, 1)}
+    done = [r["phase"] for r in res.records]
+    failed = "" if res.status == "ok" else next((p for p in setup["phases"] if p not in done), "")
+    row.update(status=res.status, failed_phase=failed, phases_done=";".join(done), detail=res.detail)
+    return {**row, "wall_s": round(res.wall_s, 1)}
 
 
 def sweep(
@@ -74,8 +79,10 @@ def sweep(
 ) -> list[dict]:
     """Every point in turn under a progress bar; ``on_row(rows)`` after each (to save partial results).
 
-    With ``skip_longer``, once a row runs out of memory or time, its longer lengths are not run
-    (status ``skipped``): they would only fail later and slower.
+    With ``skip_longer``, once a row runs out of memory or time at N, it is not run at any longer N
+    (status ``skipped``): it would only fail later and slower. A row is its name and its own settings
+    other than the batch (which ``grid=tokens`` shrinks as N grows, B x N staying constant, so the
+    cost of an N x N attention, B N^2, still grows with N).
     """
     from tqdm import tqdm
 
@@ -83,7 +90,8 @@ def sweep(
     bar = tqdm(points, desc="lra-bench", unit="point", dynamic_ncols=True)
     for point in bar:
         bar.set_postfix_str(f"{point.row} N={point.length}")
-        key = (point.row, json.dumps(point.setup, sort_keys=True))
+        own = {k: v for k, v in point.setup.items() if k != "batch"}
+        key = (point.row, json.dumps(own, sort_keys=True))
         if skip_longer and key in failed_at and point.length > failed_at[key][1]:
             status, n = failed_at[key]
             row = {**point_row(point), "status": "skipped", "detail": f"not run: {status} at N={n}"}
@@ -95,7 +103,7 @@ def sweep(
             failed_at.setdefault(key, (row["status"], point.length))
         rows.append(row)
         if row["status"] == "ok":
-            msg = f"{row['train_median_ms']:.1f} ms/step, peak {row['train_peak_mem_mb']:.0f} MB"
+            msg = ", ".join(f"{p} {row[f'{p}_median_ms']:.1f} ms" for p in setup["phases"])
         else:
             msg = f"{row['status']} {row.get('detail', '')}"
         bar.write(f"{point.row:>20s} N={point.length:<6d} {msg}")
@@ -141,6 +149,9 @@ def run(cfg: DictConfig, command: str = "lra-bench", points: list[Point] | None 
         "torch": torch.__version__,
         "dtype": setup["dtype"],
         "batch": setup["batch"],
+        "grid": cfg.grid,
+        "tokens": int(cfg.tokens) if cfg.grid == "tokens" else "",
+        "phases": ";".join(setup["phases"]),
         "threads": setup["threads"] or "default",
         "warmup": setup["warmup"],
         "repeats": setup["repeats"],

@@ -2,9 +2,9 @@
 
     python -m lra.bench_layer --attention vanilla cast --lengths 1024 4096 16384 --batch 8
 
-A quick probe for whoever works on a mechanism; the whole-model sweep with tables and plots is
-``lra-bench`` (lra.bench), whose child processes (lra.bench_child) and measurement (lra.measure)
-this module shares.
+A quick probe for whoever works on a mechanism; the sweep with tables and plots is ``lra-bench``
+(lra.bench), whose ``op_forward_backward`` phase this is (lra.bench_point.op_calls), and whose child
+processes (lra.bench_child) and measurement (lra.measure) this module shares.
 Options at each length are the mechanism's as ``lra-bench`` sizes them (configs/attention/<name>.yaml
 resolved at ``task.max_len = N``, ``lra.bench_plan.attention_config``), updated by the JSON options
 given after the name; so ``cast`` at 4096 gets 64 x 64 clusters and ``linformer`` max_len 4096.
@@ -22,6 +22,7 @@ from pathlib import Path
 
 from lra.bench_child import run_child
 from lra.bench_plan import attention_config
+from lra.bench_point import op_calls
 from lra.bench_report import write_csv
 from lra.measure import peak_mb, reset_peak, rss_mb, summarise, time_calls
 
@@ -39,7 +40,10 @@ def measure(
     seed: int = 0,
     threads: int | None = None,
 ) -> dict:
-    """Time forward+backward of one layer in this process. Returns a dict of raw numbers."""
+    """Time forward+backward of one layer in this process (``lra-bench``'s ``op_forward_backward``,
+    lra.bench_point.op_calls). Returns a dict of raw numbers."""
+    import contextlib
+
     import torch
 
     from lra.attention_check import build_layer
@@ -51,11 +55,8 @@ def measure(
     base_mb = rss_mb()
     layer = build_layer(attention, options, d_model=d_model, n_heads=n_heads).to(dev).train()
     reset_peak(dev)
-    x = torch.randn(batch, length, d_model, device=dev, requires_grad=True)  # (B, N, D)
-    mask = torch.ones(batch, length, dtype=torch.bool, device=dev)  # (B, N), all real
-
-    def step():
-        layer(x, mask).square().mean().backward()
+    step = op_calls(layer, batch=batch, length=length, d_model=d_model, dev=dev, autocast=contextlib.nullcontext())
+    step = step["op_forward_backward"]  # lra-bench's phase of the same name
 
     times = time_calls(step, warmup=warmup, repeats=repeats, dev=dev)
     stats = {k.removeprefix("step_"): v for k, v in summarise(times, "step").items()}

@@ -18,6 +18,10 @@ mechanism declares as ``follows_length`` (``models.attention.declaration``) that
 A point may also carry settings of its own (``Point.setup``: e.g. a batch size or a dtype), merged
 over the sweep's ``settings`` by ``lra.bench.run_point`` and recorded in its row; a second swept
 axis is a loop in ``plan`` that fills them.
+
+Grids (``grid``): ``fixed_batch`` (LRA Table 2: the same ``batch`` at every length) or ``tokens``
+(FlashAttention's benchmark: B x N = ``tokens`` at every length, so each point carries its own
+``batch = tokens // N``; every length must divide ``tokens``).
 """
 
 from __future__ import annotations
@@ -30,9 +34,10 @@ from omegaconf import DictConfig, OmegaConf
 
 import lra.resolvers  # noqa: F401  (the attention configs' ${sqrt_pow2:...} etc.)
 from lra.config import CONFIG_DIR
-from lra.measure import BASELINE, FLOOR, NAIVE, resolve_device
+from lra.measure import BASELINE, FLOOR, NAIVE, PHASES, resolve_device
 
 log = logging.getLogger(__name__)
+GRIDS = ("fixed_batch", "tokens")
 MODEL_KEYS = ("n_layers", "d_model", "n_heads", "d_mlp", "d_head", "dropout", "attn_dropout", "positions", "pool")
 DEFAULTS = "constructor defaults"  # options_from of a mechanism without configs/attention/<name>.yaml
 
@@ -129,6 +134,7 @@ def plan(cfg: DictConfig) -> list[Point]:
             rows.append((NAIVE, name, {"impl": "naive"}, why))
     if cfg.floor:
         rows.append((FLOOR, None, {}, ""))
+    batch_at = grid_batches(cfg)
     points = []
     for row, attention, own, why in rows:
         source = "" if attention is None else f"configs/attention/{attention}.yaml"
@@ -139,16 +145,39 @@ def plan(cfg: DictConfig) -> list[Point]:
             opts = (attention_config(attention, n) or {}) if attention else {}
             extra = per_length.get(attention, {}).get(str(n), {}) if attention else {}
             options = {**opts, **own, **extra}
-            points.append(Point(row, attention, options, int(n), float(cfg.timeout_s), why, None, source, sized))
+            point = Point(row, attention, options, int(n), float(cfg.timeout_s), why, None, source, sized)
+            point.setup = {"batch": batch_at[int(n)]} if batch_at else {}
+            points.append(point)
     return points
 
 
+def grid_batches(cfg: DictConfig) -> dict[int, int]:
+    """The batch of each length under ``grid=tokens`` (tokens // N); empty for ``fixed_batch``."""
+    if cfg.grid not in GRIDS:
+        raise ValueError(f"grid must be one of {', '.join(GRIDS)}, got '{cfg.grid}'")
+    if cfg.grid == "fixed_batch":
+        return {}
+    tokens = int(cfg.tokens)
+    bad = [int(n) for n in cfg.lengths if tokens % int(n)]
+    if bad:
+        raise ValueError(
+            f"grid=tokens: tokens={tokens} is not a multiple of lengths {bad}, so batch x length would not be"
+            " constant; choose tokens divisible by every length (e.g. the longest one) or drop those lengths"
+        )
+    return {int(n): tokens // int(n) for n in cfg.lengths}
+
+
 def settings(cfg: DictConfig) -> dict:
-    """What every child needs besides the point: model, data sizes, device, batch, dtype, repeats."""
+    """What every child needs besides the point: model, data sizes, device, batch, dtype, repeats, phases."""
     device = resolve_device(cfg.device)
     dtype = cfg.dtype if cfg.dtype != "auto" else ("bf16" if device.startswith("cuda") else "fp32")
     if dtype not in ("fp32", "bf16"):
         raise ValueError(f"dtype must be auto, fp32 or bf16, got '{cfg.dtype}'")
+    phases = [cfg.phases] if isinstance(cfg.phases, str) else [str(p) for p in cfg.phases]
+    unknown = [p for p in phases if p not in PHASES]
+    if unknown or not phases:
+        what = f"unknown phase(s) {', '.join(unknown)}" if unknown else "none given"
+        raise ValueError(f"phases: {what}; valid: {', '.join(PHASES)} (e.g. phases=[train_step])")
     batch = cfg.batch if cfg.batch is not None else (cfg.batch_gpu if device.startswith("cuda") else cfg.batch_cpu)
     return {
         "model": {k: cfg.model[k] for k in MODEL_KEYS},
@@ -161,4 +190,5 @@ def settings(cfg: DictConfig) -> dict:
         "repeats": int(cfg.repeats),
         "seed": int(cfg.seed),
         "threads": cfg.cpu_threads if device == "cpu" else None,
+        "phases": [p for p in PHASES if p in phases],  # in the order a point runs them
     }

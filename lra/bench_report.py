@@ -1,23 +1,46 @@
-"""The outputs of ``lra-bench``: points.csv, table.md (LRA Table 2 style), speed.png, memory.png, README.md.
+"""The outputs of ``lra-bench``: points.csv, points.json, table.md, speed.png, memory.png, share.png, README.md.
 
 Everything here works on the benchmark's row dicts (one per attention row and length, as in
-points.csv); a row whose ``status`` is not ``ok`` shows its status in the tables and is left out
-of the plots (lra.bench_plot). The numbers the tables show are derived in lra.bench_numbers. Relative
-columns divide by the ``vanilla`` (SDPA) row at the same length; without an ``ok`` vanilla point there
-they read "-".
+points.csv; points.json holds the same rows); a row whose ``status`` is not ``ok`` shows its status
+in the tables and is left out of the plots (lra.bench_plot). The numbers the tables show are derived
+in lra.bench_numbers. table.md shows the efficiency lengths first; then per phase (lra.measure.PHASES)
+median [p20, p80] ms, tokens/s and peak memory (and CUDA's reserved memory), each with its ratio to
+the ``vanilla`` (SDPA) row at the same length ("-" without an ``ok`` vanilla point there); then the
+training step's attention cost and share above the floor, log-log slopes and the flags.
+
+Format change: points.csv before the phases (columns ``train_*`` and ``infer_*``, memory
+``*_peak_mem_mb``) reads as ``train_step_*`` and ``inference_*`` (``*_mem_mb``), p20 and p80 computed
+from the recorded ``*_times_ms`` (``read_csv``), so ``python -m lra.bench_report <folder>`` rebuilds
+an older folder's table and plots in today's format.
 """
 
 from __future__ import annotations
 
 import csv
+import json
 import platform
 from pathlib import Path
 
 from lra.atomic import write_atomic, write_text_atomic
-from lra.bench_numbers import attention_cost, flags, index, label, load_value, ok_value, relative, row_order, slope
-from lra.bench_plot import plot
+from lra.bench_numbers import (
+    PHASE_NAMES,
+    attention_cost,
+    efficiency_text,
+    flags,
+    index,
+    label,
+    load_value,
+    ok_value,
+    relative,
+    row_order,
+    share_above_floor,
+    slope,
+)
+from lra.bench_plot import plot, plot_share
+from lra.measure import BASELINE, FLOOR, PHASES, percentile
 
-FIRST_COLUMNS = ("row", "attention", "length", "status", "failed_phase", "detail", "options")
+FIRST_COLUMNS = ("row", "attention", "length", "status", "failed_phase", "phases_done", "detail", "options")
+OLD_PHASES = {"train": "train_step", "infer": "inference"}  # points.csv before the phases
 
 
 def write_csv(path: Path, rows: list[dict]) -> None:
@@ -33,8 +56,35 @@ def write_csv(path: Path, rows: list[dict]) -> None:
     write_atomic(path, write, needed=100 * len(rows) * len(keys), text=True)
 
 
+def write_json(path: Path, rows: list[dict]) -> None:
+    """The same rows as points.csv, as a JSON list (numbers stay numbers)."""
+    write_text_atomic(path, json.dumps(rows, indent=1, default=str) + "\n")
+
+
+def upgrade(r: dict) -> dict:
+    """A points.csv row from before the phases in today's columns (``train_*`` -> ``train_step_*``,
+    ``infer_*`` -> ``inference_*``, ``*_peak_mem_mb`` -> ``*_mem_mb``, p20/p80 from ``*_times_ms``)."""
+    if "phases_done" in r:
+        return r
+    out = {}
+    for k, v in r.items():
+        old = k.split("_", 1)[0]
+        if old in OLD_PHASES and k not in ("train_steps_per_s", "infer_forwards_per_s"):
+            k = OLD_PHASES[old] + k[len(old) :]
+        out[k.replace("_peak_mem_mb", "_mem_mb")] = v
+    failed = OLD_PHASES.get(str(r.get("failed_phase", "")), "")
+    out["failed_phase"] = failed
+    out["phases_done"] = "inference" if failed == "train_step" else ""
+    for phase in OLD_PHASES.values():
+        times = str(out.get(f"{phase}_times_ms", ""))
+        ms = [float(t) for t in times.split(";") if t]
+        if ms:
+            out.update({f"{phase}_p20_ms": percentile(ms, 20), f"{phase}_p80_ms": percentile(ms, 80)})
+    return out
+
+
 def read_csv(path: Path) -> list[dict]:
-    """points.csv back as dicts, numbers as floats where they parse."""
+    """points.csv back as dicts, numbers as floats where they parse; older folders upgraded."""
 
     def num(v: str):
         try:
@@ -43,7 +93,12 @@ def read_csv(path: Path) -> list[dict]:
             return v
 
     with open(path, newline="") as f:
-        return [{k: num(v) for k, v in r.items()} for r in csv.DictReader(f)]
+        return [upgrade({k: num(v) for k, v in r.items()}) for r in csv.DictReader(f)]
+
+
+def phases_in(rows: list[dict]) -> list[str]:
+    """The phases some row has a median for, in PHASES order."""
+    return [p for p in PHASES if any(r.get(f"{p}_median_ms") not in (None, "") for r in rows)]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -53,16 +108,21 @@ def _fmt(v: float | None, spec: str) -> str:
     return "-" if v is None else format(v, spec)
 
 
+def _ms(v: float) -> str:
+    return f"{v:.0f}" if v >= 100 else f"{v:.1f}" if v >= 10 else f"{v:.2f}"
+
+
+def _mb(v: float) -> str:
+    return f"{v:.0f}" if abs(v) >= 10 else f"{v:.1f}"
+
+
 def _times(rel: float | None) -> str:
     return "-" if rel is None else f"{rel:.2f}x"
 
 
-def _grid(names: list[str], lengths: list[int], cell) -> list[str]:
-    lines = ["| attention | " + " | ".join(label(n) for n in lengths) + " |"]
-    lines.append("|---|" + "---:|" * len(lengths))
-    for name in names:
-        lines.append(f"| {name} | " + " | ".join(cell(name, n) for n in lengths) + " |")
-    return lines
+def _grid(names: list[str], columns: list[str], cell) -> list[str]:
+    lines = ["| attention | " + " | ".join(columns) + " |", "|---|" + "---:|" * len(columns)]
+    return lines + [f"| {name} | " + " | ".join(cell(name, i) for i in range(len(columns))) + " |" for name in names]
 
 
 def _status_or(idx: dict, name: str, n: int, key: str, text) -> str:
@@ -74,53 +134,72 @@ def _status_or(idx: dict, name: str, n: int, key: str, text) -> str:
 
 
 def build_table(rows: list[dict], lengths: list[int], *, slope_from: int | None = None) -> str:
-    """The markdown tables (no header about the machine): speed, memory, attention cost, scaling."""
-    idx, names = index(rows), row_order(rows)
+    """The markdown tables (no header about the machine): per phase time, tokens/s and memory; the
+    efficiency lengths; the training step's attention cost and share above the floor; slopes; flags."""
+    idx, names, phases = index(rows), row_order(rows), phases_in(rows)
     reasons, flagged = flags(rows)
+    cols = [label(n) for n in lengths]
 
     def mark(name: str, n: int, phase: str | None, text: str) -> str:
         """A timing cell with ``!`` where a flag concerns it (memory cells are never marked)."""
         numeric = text not in ("-", str(idx.get((name, n), {}).get("status")))
         return f"{text} !" if numeric and (name, n, phase) in flagged else text
 
-    def with_rel(key: str, spec: str):
-        phase = None if "mem" in key else key.split("_")[0]
+    def with_rel(key: str, fmt, phase: str | None, spread: str = ""):
+        def cell(name: str, i: int) -> str:
+            n = lengths[i]
 
-        def cell(name: str, n: int) -> str:
             def text():
-                return f"{ok_value(idx, name, n, key):{spec}} ({_times(relative(idx, name, n, key))})"
+                v = fmt(ok_value(idx, name, n, key))
+                if spread:
+                    lo, hi = (ok_value(idx, name, n, f"{spread}_{q}_ms") for q in ("p20", "p80"))
+                    v += f" [{_ms(lo)}, {_ms(hi)}]" if lo is not None and hi is not None else ""
+                return f"{v} ({_times(relative(idx, name, n, key))})"
 
             return mark(name, n, phase, _status_or(idx, name, n, key, text))
 
         return cell
 
-    def cost(name: str, n: int) -> str:
-        text = _status_or(idx, name, n, "train_median_ms", lambda: _fmt(attention_cost(idx, name, n), ".2f"))
-        return mark(name, n, "train", text)
+    def per_n(fn, digits: str = ".2f"):
+        def cell(name: str, i: int) -> str:
+            n = lengths[i]
+            text = _status_or(idx, name, n, "train_step_median_ms", lambda: _fmt(fn(idx, name, n), digits))
+            return mark(name, n, "train_step", text)
 
-    out = ["### Training speed: steps per second (x vanilla SDPA at the same length)", ""]
-    out += _grid(names, lengths, with_rel("train_steps_per_s", ".3g"))
-    out += ["", "### Peak memory, training step: MB (x vanilla SDPA at the same length)", ""]
-    out += _grid(names, lengths, with_rel("train_peak_mem_mb", ".0f"))
-    out += ["", "### Attention cost: (step - floor) / (vanilla SDPA step - floor)", ""]
-    out += ["Training step time; floor = the same encoder with the attention replaced by the identity.", ""]
-    out += _grid(names, lengths, cost)
-    out += ["", "### Inference: forwards per second (x vanilla SDPA at the same length)", ""]
-    out += _grid(names, lengths, with_rel("infer_forwards_per_s", ".3g"))
-    out += ["", "### Peak memory, inference: MB (x vanilla SDPA at the same length)", ""]
-    out += _grid(names, lengths, with_rel("infer_peak_mem_mb", ".0f"))
+        return cell
+
+    mechanisms = [m for m in names if m not in (BASELINE, FLOOR)]
+    out = ["### Efficiency length: the shortest N from which it beats vanilla SDPA at every longer N", ""]
+    out += ["Measured lengths only; vanilla out of memory or time there counts as slower (lra/bench_numbers.py).", ""]
+    out += _grid(mechanisms, [f"{PHASE_NAMES[p]} (`{p}`)" for p in phases],
+                 lambda m, i: efficiency_text(idx, m, lengths, phases[i]))  # fmt: skip
+    for p in phases:
+        what = PHASE_NAMES[p].capitalize() + f" (`{p}`)"
+        out += ["", f"### {what}: median [p20, p80] ms (x vanilla SDPA at the same length)", ""]
+        out += _grid(names, cols, with_rel(f"{p}_median_ms", _ms, p, spread=p))
+        out += ["", f"### {what}: tokens/s (x vanilla SDPA at the same length)", ""]
+        out += _grid(names, cols, with_rel(f"{p}_tokens_per_s", lambda v: f"{v:.0f}", p))
+        out += ["", f"### {what}: peak memory, MB (x vanilla SDPA at the same length)", ""]
+        out += _grid(names, cols, with_rel(f"{p}_mem_mb", _mb, None))
+        if any(r.get(f"{p}_reserved_mb") not in (None, "") for r in rows):
+            out += ["", f"### {what}: peak memory reserved by the CUDA allocator, MB (x vanilla SDPA)", ""]
+            out += _grid(names, cols, with_rel(f"{p}_reserved_mb", _mb, None))
+    if "train_step" in phases:
+        out += ["", "### Attention cost: (step - floor) / (vanilla SDPA step - floor)", ""]
+        out += ["Training step time; floor = the same encoder with the attention replaced by the identity.", ""]
+        out += _grid(names, cols, per_n(attention_cost))
+        out += ["", "### Share of the training step above the floor: (step - floor) / step (share.png)", ""]
+        out += _grid([m for m in names if m != FLOOR], cols, per_n(share_above_floor))
     fit = [n for n in lengths if slope_from is None or n >= slope_from]
     fit = fit if len(fit) >= 2 else lengths
     span = ", ".join(label(n) for n in fit)
     out += ["", f"### Scaling: log-log slope against N over {span} (1 = linear, 2 = quadratic; failures left out)", ""]
-    out += ["| attention | training step time | training memory | inference time | inference memory |"]
-    out += ["|---|---:|---:|---:|---:|"]
-    for name in names:
-        keys = ("train_median_ms", "train_peak_mem_mb", "infer_median_ms", "infer_peak_mem_mb")
-        out.append(f"| {name} | " + " | ".join(_fmt(slope(idx, name, fit, k), ".2f") for k in keys) + " |")
+    keys = [k for p in phases for k in (f"{p}_median_ms", f"{p}_mem_mb")]
+    heads = [f"{p} {what}" for p in phases for what in ("time", "memory")]
+    out += _grid(names, heads, lambda name, i: _fmt(slope(idx, name, fit, keys[i]), ".2f"))
     out += ["", "A cell that is not a number is the point's status: oom, timeout, error, crash, or skipped (not"]
-    out += ["run after an oom or timeout at a shorter length); inference runs first, so a point that failed in"]
-    out += ["training still has its inference numbers. Relative values need vanilla at the same length."]
+    out += ["run after an oom or timeout at a shorter length); the phases run in the order above, so a point"]
+    out += ["that failed in a later phase keeps the earlier ones. Relative values need vanilla at the same length."]
     missing = sorted({f"{r['row']} ({r.get('detail', '')})" for r in rows if r.get("status") == "unavailable"})
     if missing:
         out += ["", "Not measured: " + "; ".join(missing) + "."]
@@ -137,10 +216,18 @@ def build_table(rows: list[dict], lengths: list[int], *, slope_from: int | None 
 # ---------------------------------------------------------------------------------------------
 # Everything at once
 # ---------------------------------------------------------------------------------------------
+def _batch(m: dict) -> str:
+    """``batch 1``, or under ``grid=tokens`` ``batch x N = 16384 tokens``."""
+    if m.get("grid") == "tokens":
+        return f"batch x N = {int(m['tokens'])} tokens (batch = {int(m['tokens'])} // N)"
+    return f"batch {m['batch']:g}"
+
+
 def _header(m: dict) -> list[str]:
     return [
-        f"Device: {m['device_name']}{_threads(m)}; torch {m['torch']}; {m['dtype']}; batch {m['batch']:g}; "
-        f"{m['warmup']:g} warm-up + {m['repeats']:g} timed calls per phase (median shown, all in points.csv).",
+        f"Device: {m['device_name']}{_threads(m)}; torch {m['torch']}; {m['dtype']}; {_batch(m)}; "
+        f"{m['warmup']:g} warm-up + {m['repeats']:g} timed calls per phase (median [p20, p80] shown, all in"
+        " points.csv).",
         f"Model: LRA Text encoder, {m['n_layers']:g} layers, d_model {m['d_model']:g}, {m['n_heads']:g} heads, "
         f"MLP {m['d_mlp']:g}. Machine, date and command: README.md.",
         "",
@@ -167,57 +254,54 @@ def write_readme(out: Path, info: dict, reasons: list[str] | None = None) -> Non
         f"- Machine: {m['device_name']}{_threads(m)}, {platform.system()} {platform.machine()}; torch {m['torch']}.",
         f"- Load average (1/5/15 min) before: {load(info['load_before'])}; after: {load(info['load_after'])}.",
         f"- Protocol: LRA Text encoder ({m['n_layers']} layers, d_model {m['d_model']}, {m['n_heads']} heads, "
-        f"MLP {m['d_mlp']}, vocabulary {cfg.vocab_size}), batch {m['batch']}, {m['dtype']}, attention dropout "
+        f"MLP {m['d_mlp']}, vocabulary {cfg.vocab_size}), {_batch(m)}, {m['dtype']}, attention dropout "
         f"{cfg.model.attn_dropout}, {m['warmup']} warm-up + {m['repeats']} timed calls per phase, "
-        f"timeout {cfg.timeout_s:g} s per point"
+        f"phases {', '.join(str(m['phases']).split(';'))}, timeout {cfg.timeout_s:g} s per point"
         + (f", CPU memory cap {cfg.cpu_mem_limit_gb:g} GB per point" if info["device"] == "cpu" else "")
         + ".",
         f"- Per-length options: {per_length or 'none'}.",
         "- Peak memory: "
         + (
-            "CUDA max_memory_allocated after a reset (weights and optimizer state included)."
+            "CUDA max_memory_allocated (and max_memory_reserved, the `_reserved_mb` columns) after a reset"
+            " before each phase (weights and optimizer state included)."
             if info["device"].startswith("cuda")
             else "the point's process peak resident set during the phase (high-water mark reset before it) "
-            "minus its resident set before the model and inputs were built, taken after one step of a tiny "
-            "model (so weights, gradients, optimizer state and activations count; the torch libraries and "
-            "their lazily initialised state do not)."
+            "minus its resident set before the measured objects (the layer and its input for the op phases, the "
+            "model and inputs for the encoder's) were built, the first taken after one step of a tiny model (so "
+            "weights, gradients, optimizer state and activations count; the torch libraries and their lazily "
+            "initialised state do not)."
         ),
         f"- Flags: {len(reasons or [])}" + "".join(f"\n  - {r}" for r in reasons or []),
         "",
-        "Files: `points.csv` (every raw number and status), `table.md`, `speed.png`, `memory.png`.",
+        "Files: `points.csv` and `points.json` (every raw number and status), `table.md`, `speed.png`,"
+        " `memory.png`, `share.png`.",
     ]
     write_text_atomic(out / "README.md", "\n".join(text) + "\n")
 
 
 def write_table_and_plots(out: Path, rows: list[dict], *, lengths: list[int], meta: dict, slope_from: int) -> None:
-    """table.md, speed.png and memory.png in ``out`` from the rows (``meta``: the columns every row shares)."""
+    """table.md, speed.png, memory.png and share.png in ``out`` (``meta``: the columns every row shares)."""
     table = build_table(rows, lengths, slope_from=slope_from)
     write_text_atomic(
         out / "table.md", "\n".join(["# Speed and memory against sequence length", "", *_header(meta), table])
     )
-    title = f"{meta['device_name']}{_threads(meta)}, batch {meta['batch']:g}, {meta['dtype']}"
-    plot(
-        rows,
-        out / "speed.png",
-        [("train_median_ms", "training step (ms)"), ("infer_median_ms", "inference forward (ms)")],
-        title,
-    )  # noqa: E501
-    plot(
-        rows,
-        out / "memory.png",
-        [("train_peak_mem_mb", "peak memory, training (MB)"), ("infer_peak_mem_mb", "peak memory, inference (MB)")],
-        title,
-    )  # noqa: E501
+    title = f"{meta['device_name']}{_threads(meta)}, {_batch(meta)}, {meta['dtype']}"
+    phases = phases_in(rows) or ["train_step"]
+    plot(rows, out / "speed.png", [(f"{p}_median_ms", f"{PHASE_NAMES[p]} (ms)") for p in phases], title)
+    plot(rows, out / "memory.png", [(f"{p}_mem_mb", f"peak memory, {PHASE_NAMES[p]} (MB)") for p in phases], title)
+    plot_share(rows, out / "share.png", title)
 
 
 def write_all(out: Path, rows: list[dict], *, lengths: list[int], info: dict) -> None:
-    """points.csv is written as the sweep goes; this writes table.md, the two plots and README.md."""
+    """points.csv is written as the sweep goes; this writes points.json, table.md, the plots and README.md."""
+    write_json(out / "points.json", rows)
     write_table_and_plots(out, rows, lengths=lengths, meta=info["meta"], slope_from=info["cfg"].slope_from)
     write_readme(out, info, flags(rows)[0])
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Rebuild table.md and the plots of a results folder from its points.csv (README.md is kept)."""
+    """Rebuild table.md and the plots of a results folder from its points.csv (README.md is kept; a
+    points.csv from before the phases is read in today's columns, ``upgrade``)."""
     import argparse
 
     p = argparse.ArgumentParser(description=main.__doc__)
@@ -225,8 +309,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--slope-from", type=int, default=4096, help="fit log-log slopes over lengths >= this")
     a = p.parse_args(argv)
     rows = read_csv(a.folder / "points.csv")
-    meta = {k: rows[0][k] for k in ("device_name", "threads", "torch", "dtype", "batch", "warmup", "repeats",
-                                     "n_layers", "d_model", "n_heads", "d_mlp")}  # fmt: skip
+    keys = ("device_name", "threads", "torch", "dtype", "batch", "grid", "tokens", "phases", "warmup", "repeats",
+            "n_layers", "d_model", "n_heads", "d_mlp")  # fmt: skip
+    meta = {k: rows[0].get(k, "") for k in keys}
     lengths = sorted({int(r["length"]) for r in rows})
     write_table_and_plots(a.folder, rows, lengths=lengths, meta=meta, slope_from=a.slope_from)
 

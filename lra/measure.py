@@ -3,11 +3,15 @@
 Timing: a timed call is ``sync(); t0; fn(); sync(); t1`` on the device, since CUDA kernels run
 asynchronously and an unsynchronised timer measures the launch, not the work. ``time_calls`` drops
 ``warmup`` calls (allocator warm-up, kernel selection) and ``summarise`` reports the median (robust
-to a call slowed by another process), min, max and every value.
+to a call slowed by another process), the 20th and 80th percentiles (``percentile``: linear
+interpolation between the sorted values, x_(k) + f (x_(k+1) - x_(k)) at rank k + f = q (n - 1),
+numpy's default), min, max and every value.
 
 Peak memory in MB since the last ``reset_peak(dev)``, ``peak_mb(dev, base)``:
 - CUDA: the allocator's ``max_memory_allocated`` (tensors only: weights, gradients, optimizer
   state, activations; not the CUDA context or the allocator's cached blocks);
+- CUDA, reserved (``peak_reserved_mb``): ``max_memory_reserved``, what the caching allocator held
+  from the driver at its peak (allocated plus cached blocks; None on CPU);
 - CPU: the process's peak resident set (``VmHWM`` in ``/proc/self/status``), which Linux lets a
   process reset to its current size (``/proc/self/clear_refs``, Linux >= 4.0), minus ``base``
   (the resident set before the measured objects existed, ``rss_mb()``).
@@ -15,8 +19,10 @@ Peak memory in MB since the last ``reset_peak(dev)``, ``peak_mb(dev, base)``:
 Conditions a CPU timing depends on (torch threads, usable CPUs, the load average) and the device's
 name are read here too, and the benchmark's fixed row names: ``vanilla`` (SDPA, the baseline every
 relative column divides by), ``vanilla_naive`` (N x N scores materialised) and ``floor`` (no token
-mixing). Nothing here imports torch at module level: benchmark children import this module before
-their memory cap is set, and ``lra.bench_report`` needs only the row names.
+mixing), and its phases (``PHASES``, in the order a point runs them): ``op_forward`` and
+``op_forward_backward`` (one attention layer alone), ``inference`` and ``train_step`` (the encoder).
+Nothing here imports torch at module level: benchmark children import this module before their
+memory cap is set, and ``lra.bench_report`` needs only the row names.
 """
 
 from __future__ import annotations
@@ -32,6 +38,7 @@ from collections.abc import Callable
 
 log = logging.getLogger(__name__)
 BASELINE, NAIVE, FLOOR = "vanilla", "vanilla_naive", "floor"
+PHASES = ("op_forward", "op_forward_backward", "inference", "train_step")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -153,6 +160,15 @@ def peak_mb(dev, base_rss_mb: float = 0.0) -> float:
     return peak_rss_mb() - base_rss_mb
 
 
+def peak_reserved_mb(dev) -> float | None:
+    """CUDA: the caching allocator's peak reserved memory since the last reset; None on CPU."""
+    if dev.type != "cuda":
+        return None
+    import torch
+
+    return torch.cuda.max_memory_reserved(dev) / 2**20
+
+
 # ---------------------------------------------------------------------------------------------
 # Timing and the conditions it ran under
 # ---------------------------------------------------------------------------------------------
@@ -169,14 +185,24 @@ def time_calls(fn: Callable[[], object], *, warmup: int, repeats: int, dev) -> l
     return times
 
 
+def percentile(values: list[float], q: float) -> float:
+    """The ``q``-th percentile (0-100) by linear interpolation between the sorted values (numpy's default)."""
+    xs = sorted(values)
+    rank = q / 100 * (len(xs) - 1)
+    k = min(int(rank), len(xs) - 1)
+    return xs[k] + (rank - k) * (xs[min(k + 1, len(xs) - 1)] - xs[k])
+
+
 def summarise(times: list[float], prefix: str) -> dict:
-    """Median, min, max and every value (ms) under ``<prefix>_*`` keys."""
+    """Median, 20th and 80th percentiles, min, max and every value (ms) under ``<prefix>_*`` keys."""
     ms = [1000 * t for t in times]
     return {
         f"{prefix}_median_ms": statistics.median(ms),
+        f"{prefix}_p20_ms": percentile(ms, 20),
+        f"{prefix}_p80_ms": percentile(ms, 80),
         f"{prefix}_min_ms": min(ms),
         f"{prefix}_max_ms": max(ms),
-        f"{prefix}_times_ms": ";".join(f"{t:.2f}" for t in ms),
+        f"{prefix}_times_ms": ";".join(f"{t:.6g}" for t in ms),  # 6 digits: sub-ms op phases keep theirs
     }
 
 

@@ -42,8 +42,8 @@ def bench_config(tmp_path, *overrides):
 def synthetic(row, n, ms=None, mem=None, status="ok"):
     r = {"row": row, "length": n, "status": status}
     if status == "ok":
-        r.update(train_median_ms=ms, train_steps_per_s=1000 / ms, train_peak_mem_mb=mem)
-        r.update(infer_median_ms=ms / 4, infer_forwards_per_s=4000 / ms, infer_peak_mem_mb=mem / 2)
+        r.update(train_step_median_ms=ms, train_step_tokens_per_s=1000 * n / ms, train_step_mem_mb=mem)
+        r.update(inference_median_ms=ms / 4, inference_tokens_per_s=4000 * n / ms, inference_mem_mb=mem / 2)
     return r
 
 
@@ -53,7 +53,7 @@ ROWS = [
     synthetic(FLOOR, 4096, 400, 200),
     synthetic(BASELINE, 1024, 300, 200),
     synthetic(BASELINE, 2048, 1000, 800),
-    {**synthetic(BASELINE, 4096, 4000, 2000), "status": "timeout", "failed_phase": "train"},  # inference ran
+    {**synthetic(BASELINE, 4096, 4000, 2000), "status": "timeout", "phases_done": "inference"},  # inference ran
     synthetic("lin", 1024, 150, 100),
     synthetic("lin", 2048, 300, 200),
     synthetic("lin", 4096, 600, 400),
@@ -62,11 +62,11 @@ ROWS = [
 
 def test_relative_columns_use_vanilla_at_the_same_length():
     idx = bench_report.index(ROWS)
-    # steps/s relative = vanilla's time / this time, at the same N (not another N's vanilla)
-    assert bench_report.relative(idx, "lin", 1024, "train_steps_per_s") == pytest.approx(300 / 150)
-    assert bench_report.relative(idx, "lin", 2048, "train_steps_per_s") == pytest.approx(1000 / 300)
-    assert bench_report.relative(idx, "lin", 2048, "train_peak_mem_mb") == pytest.approx(200 / 800)
-    assert bench_report.relative(idx, "lin", 4096, "train_steps_per_s") is None  # vanilla timed out there
+    # tokens/s relative = vanilla's time / this time, at the same N (not another N's vanilla)
+    assert bench_report.relative(idx, "lin", 1024, "train_step_tokens_per_s") == pytest.approx(300 / 150)
+    assert bench_report.relative(idx, "lin", 2048, "train_step_tokens_per_s") == pytest.approx(1000 / 300)
+    assert bench_report.relative(idx, "lin", 2048, "train_step_mem_mb") == pytest.approx(200 / 800)
+    assert bench_report.relative(idx, "lin", 4096, "train_step_median_ms") is None  # vanilla timed out there
     # attention cost = (t - floor) / (vanilla - floor) at the same N
     assert bench_report.attention_cost(idx, "lin", 1024) == pytest.approx((150 - 100) / (300 - 100))
     assert bench_report.attention_cost(idx, "lin", 2048) == pytest.approx((300 - 200) / (1000 - 200))
@@ -74,26 +74,28 @@ def test_relative_columns_use_vanilla_at_the_same_length():
     assert bench_report.attention_cost(idx, FLOOR, 2048) == pytest.approx(0.0)
     assert bench_report.attention_cost(idx, "lin", 4096) is None
     # the timed-out point's inference numbers count: relative inference speed exists at 4096
-    assert bench_report.relative(idx, "lin", 4096, "infer_forwards_per_s") == pytest.approx(1000 / 150)
+    assert bench_report.relative(idx, "lin", 4096, "inference_tokens_per_s") == pytest.approx(1000 / 150)
 
 
 def test_table_cells_and_slopes():
     table = bench_report.build_table(ROWS, [1024, 2048, 4096], slope_from=1024)
-    speed = table.split("### Training speed")[1].split("###")[0]
+    speed = table.split("### Training step (`train_step`): median")[1].split("###")[0]
     lines = {line.split("|")[1].strip(): [c.strip() for c in line.split("|")[2:-1]] for line in speed.splitlines()
              if line.startswith("| ") and "attention" not in line}  # fmt: skip
     assert list(lines) == [BASELINE, "lin", FLOOR]  # vanilla first, floor last
-    assert lines[BASELINE] == ["3.33 (1.00x)", "1 (1.00x)", "timeout"]
-    assert lines["lin"] == ["6.67 (2.00x)", "3.33 (3.33x)", "1.67 (-)"]
+    assert lines[BASELINE] == ["300 (1.00x)", "1000 (1.00x)", "timeout"]
+    assert lines["lin"] == ["150 (0.50x)", "300 (0.30x)", "600 (-)"]
+    tokens = table.split("### Training step (`train_step`): tokens/s")[1].split("###")[0]
+    assert "| lin | 6827 (2.00x) | 6827 (3.33x) | 6827 (-) |" in tokens  # 1024 tokens / 0.15 s
     cost = table.split("### Attention cost")[1].split("###")[0]
     assert "| lin | 0.25 | 0.12 | - |" in cost
-    inference = table.split("### Inference")[1].split("###")[0]
-    assert "| vanilla | 13.3 (1.00x) | 4 (1.00x) | 1 (1.00x) |" in inference
-    assert "| lin | 26.7 (2.00x) | 13.3 (3.33x) | 6.67 (6.67x) |" in inference
+    inference = table.split("### Inference forward (`inference`): median")[1].split("###")[0]
+    assert "| vanilla | 75.0 (1.00x) | 250 (1.00x) | 1000 (1.00x) |" in inference  # ran before the timeout
+    assert "| lin | 37.5 (0.50x) | 75.0 (0.30x) | 150 (0.15x) |" in inference
     scaling = table.split("### Scaling")[1]
     assert "| lin | 1.00 | 1.00 | 1.00 | 1.00 |" in scaling  # t and memory exactly proportional to N
     idx = bench_report.index(ROWS)
-    assert bench_report.slope(idx, BASELINE, [1024, 2048, 4096], "train_median_ms") == pytest.approx(
+    assert bench_report.slope(idx, BASELINE, [1024, 2048, 4096], "train_step_median_ms") == pytest.approx(
         math.log(1000 / 300) / math.log(2)
     )  # the timed-out point is left out
 
@@ -112,23 +114,24 @@ def test_points_the_machine_may_have_bent_are_flagged():
         {**synthetic("lin", 2048, 1000, 200), "load_start": 5.6, "load_end": 6.5},
     ]
     reasons, points = bench_report.flags(busy)
-    assert reasons[0] == "N=1K: the floor's training step (200.0 ms) is slower than lin (150.0 ms)"
+    assert "N=1K: the floor's training step (200.0 ms) is slower than lin (150.0 ms)" in reasons
     assert "N=1K: negative attention share for lin" in reasons
     assert "N=2K: the floor's training step (900.0 ms) is slower than vanilla (800.0 ms)" in reasons
     assert "N=2K: vanilla is not slower than the floor, so no attention share is meaningful" in reasons
     assert "while these points ran: floor N=2K (4.90 -> 6.30)" in reasons[-2]
     assert reasons[-1].startswith("the 1-minute load average moved from 4.20 to 6.50 during the sweep")
-    assert {("lin", 1024, "train"), (FLOOR, 1024, "train"), (BASELINE, 2048, "train"), (FLOOR, 2048, "infer")} <= points
-    assert (BASELINE, 1024, "train") not in points and (BASELINE, 1024, "infer") not in points
+    flagged = {("lin", 1024, "train_step"), (FLOOR, 1024, "train_step"), (BASELINE, 2048, "train_step")}
+    assert flagged | {(FLOOR, 2048, "inference")} <= points
+    assert (BASELINE, 1024, "train_step") not in points and (BASELINE, 1024, "inference") not in points
     table = bench_report.build_table(busy, [1024, 2048])
     cost = table.split("### Attention cost")[1].split("###")[0]
     assert "| lin | -0.50 ! | -1.00 ! |" in cost and "| vanilla | 1.00 | 1.00 ! |" in cost
     assert table.split("### Flags")[1].count("\n- ") == len(reasons)
-    assert "| lin | 100 (0.50x) | 200 (0.25x) |" in table.split("### Peak memory, training")[1]  # memory: no mark
+    assert "| lin | 100 (0.50x) | 200 (0.25x) |" in table.split("(`train_step`): peak memory")[1]  # memory: no mark
 
 
 def test_plots_leave_failed_points_out(tmp_path):
-    bench_report.plot(ROWS, tmp_path / "s.png", [("train_median_ms", "ms")], "t")
+    bench_report.plot(ROWS, tmp_path / "s.png", [("train_step_median_ms", "ms")], "t")
     assert (tmp_path / "s.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
@@ -218,9 +221,9 @@ def test_sweep_writes_wellformed_outputs(swept):
         assert (r["load_start"] and r["load_end"]) if r["status"] != "skipped" else not r["load_start"]
         assert r["device_name"] and r["torch"] and r["dtype"] == "fp32" and r["batch"] == "2" and r["repeats"] == "1"
     for r in table[0], table[4]:
-        assert float(r["train_median_ms"]) > 0 and float(r["infer_median_ms"]) > 0
-        assert float(r["train_tokens_per_s"]) == pytest.approx(2 * 64 / float(r["train_median_ms"]) * 1e3)
-        assert float(r["train_peak_mem_mb"]) > 0 and float(r["infer_peak_mem_mb"]) > 0
+        assert float(r["train_step_median_ms"]) > 0 and float(r["inference_median_ms"]) > 0
+        assert float(r["train_step_tokens_per_s"]) == pytest.approx(2 * 64 / float(r["train_step_median_ms"]) * 1e3)
+        assert float(r["train_step_mem_mb"]) > 0 and float(r["inference_mem_mb"]) > 0
     md = (out / "table.md").read_text()
     assert "| vanilla | " in md and "| floor | " in md and "batch 2" in md
     for png in ("speed.png", "memory.png"):
@@ -254,4 +257,4 @@ def test_cuda_point_uses_bf16_and_the_gpu_batch(tmp_path):
     setup = settings(cfg)
     assert setup["device"] == "cuda" and setup["dtype"] == "bf16" and setup["batch"] == 4
     row = run_point(plan(cfg)[0], setup, mem_limit_gb=None)
-    assert row["status"] == "ok" and 0 < row["train_peak_mem_mb"] < 2000
+    assert row["status"] == "ok" and 0 < row["train_step_mem_mb"] <= row["train_step_reserved_mb"] < 2000

@@ -91,7 +91,7 @@ def test_settings_a_point_carries_override_the_sweeps_and_are_recorded(tmp_path)
     row = run_point(point, settings(cfg), mem_limit_gb=None)
     assert row["status"] == "ok", row.get("detail")
     assert row["batch"] == 3 and settings(cfg)["batch"] == 2
-    assert row["train_tokens_per_s"] == pytest.approx(3 * 16 / row["train_median_ms"] * 1e3)
+    assert row["train_step_tokens_per_s"] == pytest.approx(3 * 16 / row["train_step_median_ms"] * 1e3)
 
 
 def test_a_bad_setting_is_one_line_naming_it(tmp_path):
