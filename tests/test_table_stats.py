@@ -109,3 +109,17 @@ def test_a_published_number_never_enters_an_average(tmp_path, capsys):
     assert rows[label][4] == "71.40" and rows["published: Linformer (Tay et al., Table 1, arXiv 2011.04006)"]
     assert all("published" not in r for r in md_rows(out, 1))  # nor in the paired comparison
     assert "published: Long Range Arena: A Benchmark for Efficient Transformers, Table 1, arXiv 2011.04006." in out
+
+
+def test_a_split_vanilla_is_matched_on_the_keys_its_rows_differ_in(tmp_path, capsys):
+    def steps(n: int) -> dict:
+        return {"task": {"max_len": 64}, "trainer": {"max_steps": n}}
+
+    for seed, acc in ((0, 0.40), (1, 0.42)):
+        write_result(tmp_path / "long", "vanilla", "listops", seed, acc, config=steps(1500))
+        write_result(tmp_path / "short", "vanilla", "listops", seed, acc - 0.3, config=steps(2))
+        write_result(tmp_path / "long", "cast", "listops", seed, acc + 0.05, config=steps(1500))
+    write_result(tmp_path / "other", "tssa", "listops", 0, 0.5, config=steps(7))
+    paired = md_rows(table([tmp_path], capsys), 1)
+    assert paired["cast"][0] == "+5.00 [+5.00, +5.00] n=2"  # against vanilla's 1500-step row, not the 2-step one
+    assert paired["tssa"][0] == "vanilla has several rows (trainer.max_steps differ)"
