@@ -50,15 +50,18 @@ def _published_value(entry: dict, key: str) -> float | None:
     return value if isinstance(value, int | float) else None
 
 
+def cite(source: dict) -> str:
+    """A short citation of a published source: first author et al., table, arXiv id."""
+    return f"{source['authors'].split(',')[0]} et al., {source['table']}, arXiv {source['arxiv']}"
+
+
 def _published_rows(entry: dict, tasks: list[str], mine: list[float | None], n_blank: int) -> list[list[str]]:
     """The published row and the difference row (ours - published) under one of ours; ``mine`` holds
     our task means then our two averages."""
-    source = entry.get("source")
-    cited = (
-        ""
-        if source is None
-        else f" ({source['authors'].split(',')[0]} et al., {source['table']}, arXiv {source['arxiv']})"
-    )
+    cites = [cite(entry[k]) for k in ("source",) if k in entry]
+    if "avg6_source" in entry:  # the six-task mean printed by a later paper
+        cites.append(f"Avg (6): {cite(entry['avg6_source'])}")
+    cited = f" ({'; '.join(cites)})" if cites else ""
     label, blank = f"published: {entry['model']}{cited}", [MISSING] * n_blank
     if entry.get("status", "reported") != "reported":
         return [[f"{label}: {entry['status']}", *[MISSING] * len(mine), *blank]]
