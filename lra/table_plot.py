@@ -90,7 +90,8 @@ def accuracy_speed_figure(table: Table) -> tuple[Figure, list[Point], list[str]]
     area_per_mb = MAX_AREA / max(p.mem_mb for p in pts)
     ncols = min(len(panels), 4)
     nrows = math.ceil(len(panels) / ncols)
-    fig = Figure(figsize=(4.2 * ncols, 3.8 * nrows + 1.2))
+    spare = nrows * ncols - len(panels)  # an empty panel holds the legends, else they go below
+    fig = Figure(figsize=(4.2 * ncols, 3.8 * nrows + (0 if spare else 0.6 + 0.25 * math.ceil(len(rows) / 5))))
     axes = fig.subplots(nrows, ncols, squeeze=False)
     for ax, task in zip(axes.flat, panels):
         here = [p for p in pts if p.task == task]
@@ -115,8 +116,7 @@ def accuracy_speed_figure(table: Table) -> tuple[Figure, list[Point], list[str]]
         ax.set_xlabel("training speed (steps/s" + (", geometric mean)" if task == AVG else ")"))
         ax.set_ylabel("test accuracy (%)")
         ax.grid(True, which="both", alpha=0.3)
-    spare = list(axes.flat)[len(panels) :]
-    for ax in spare:
+    for ax in list(axes.flat)[len(panels) :]:
         ax.axis("off")
     handles = [Line2D([], [], ls="", marker="o", markersize=8, color=colour[r], label=r) for r in rows]
     top = max(p.mem_mb for p in pts)
@@ -127,10 +127,14 @@ def accuracy_speed_figure(table: Table) -> tuple[Figure, list[Point], list[str]]
         for mb in sorted({_round_mb(top * f) for f in (0.1, 0.4, 1.0)})
     ]
     fig.suptitle("Accuracy against training speed; marker area = peak memory")
-    if spare:  # the legends in the empty panel
-        first = spare[0].legend(handles=handles, title="attention", loc="upper left", frameon=False)
-        spare[0].add_artist(first)
-        spare[0].legend(handles=sizes, title="peak memory (MB)", loc="lower left", ncol=len(sizes), frameon=False)
+    if spare:
+        ax = axes.flat[len(panels)]
+        ncol, size = (1, 10) if len(rows) <= 8 else (2, 8)
+        legend = ax.legend(
+            handles=handles, title="attention", loc="upper left", ncol=ncol, fontsize=size, frameon=False
+        )
+        ax.add_artist(legend)
+        ax.legend(handles=sizes, title="peak memory (MB)", loc="lower left", ncol=len(sizes), frameon=False)
         fig.tight_layout()
     else:
         fig.legend(handles=handles, title="attention", loc="lower left", ncol=min(len(rows), 5), frameon=False)
@@ -144,7 +148,7 @@ def bars_figure(table: Table) -> Figure:
     tasks = [t for t in table.tasks if any(table.get(r, t) for r in table.attentions)]
     rows = table.attentions
     colour = colours(rows)
-    ncols = min(len(tasks), 3)
+    ncols = min(len(tasks), 3 if len(rows) <= 8 else 2)  # many rows: wider panels, names still legible
     nrows = math.ceil(len(tasks) / ncols)
     width = max(4.5, 0.45 * len(rows) + 1.5)
     fig = Figure(figsize=(width * ncols, 4.2 * nrows))
