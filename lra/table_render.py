@@ -256,7 +256,7 @@ def to_csv(table: Table, published: dict | None = None) -> str:
         "vs_vanilla_low",
         "vs_vanilla_high",
         "shared_seeds",
-    ] + (["published", "diff"] if published else [])
+    ] + (["published", "diff", "published_source"] if published else [])
     buf = io.StringIO()
     w = csv.DictWriter(buf, fieldnames=fields, lineterminator="\n")
     w.writeheader()
@@ -291,19 +291,22 @@ def to_csv(table: Table, published: dict | None = None) -> str:
                 "vs_vanilla_high": diff.high if compared and diff else None,
                 "shared_seeds": (diff.n if diff else 0) if compared else None,
             }
-            w.writerow(_with_published(row, c.mean, entry.get(t), published))
+            w.writerow(_with_published(row, c.mean, entry.get(t), published, entry.get("source")))
         for name, value in (("avg5", table.avg5(a)), ("avg6", table.avg6(a))):
             if value is not None:
                 row = {"attention": attention, "settings": variant, "task": name, "mean": value}
-                w.writerow(_with_published(row, value, entry.get(name), published))
+                source = entry.get("avg6_source" if name == "avg6" else "source", entry.get("source"))
+                w.writerow(_with_published(row, value, entry.get(name), published, source))
     return buf.getvalue()
 
 
-def _with_published(row: dict, ours: float, theirs, published: dict | None) -> dict:
-    """The row with published and diff (ours - published) added, floats rounded to 6 decimals."""
+def _with_published(row: dict, ours: float, theirs, published: dict | None, source: dict | None) -> dict:
+    """The row with published, diff (ours - published) and the published number's source added, floats
+    rounded to 6 decimals."""
     if published and theirs is not None:
         row["published"] = theirs
         row["diff"] = ours - theirs if isinstance(theirs, int | float) else None
+        row["published_source"] = None if source is None else cite(source)
     return {k: round(v, 6) if isinstance(v, float) else v for k, v in row.items()}
 
 

@@ -109,6 +109,13 @@ def test_a_published_number_never_enters_an_average(tmp_path, capsys):
     assert rows[f"published: Linformer {LRA_SOURCES}"][6] == "51.36"
     assert all("published" not in r for r in md_rows(out, 1))  # nor in the paired comparison
     assert "published: Long Range Arena: A Benchmark for Efficient Transformers, Table 1, arXiv 2011.04006." in out
+    text = table([tmp_path, "--format", "csv", "--compare", "published"], capsys)
+    csv_rows = {(r["attention"], r["task"]): r for r in csv.DictReader(io.StringIO(text))}
+    avg5 = csv_rows[("linformer", "avg5")]  # ours in mean, the paper's beside it in its own column
+    assert (float(avg5["mean"]), float(avg5["published"])) == (pytest.approx(64.0), 51.36)
+    assert csv_rows[("linformer", "listops")]["published_source"] == "Tay et al., Table 1, arXiv 2011.04006"
+    assert csv_rows[("linformer", "avg6")]["published_source"] == "Gu et al., Table 10 (Appendix D.2), arXiv 2111.00396"
+    assert ("vanilla", "avg5") not in csv_rows  # our vanilla has four tasks: no average, whatever the paper has
 
 
 def test_a_split_vanilla_is_matched_on_the_keys_its_rows_differ_in(tmp_path, capsys):
