@@ -5,6 +5,7 @@
     lra-table runs/ multirun/ --compare published --efficiency
     lra-table multirun/ --format csv > results.csv      # long-form rows, one per (attention, task)
     lra-table multirun/ --where trainer.max_steps=1500  # only the runs with that setting
+    lra-table multirun/ --plot acc-speed.png --bars acc-bars.png   # LRA's Figure 3 and a bar chart
 
 Rows are attention mechanisms in LRA Table 1's order (the baseline, then the order of
 results/published.yaml's ``accuracy`` list, then the others alphabetically), columns the six LRA
@@ -23,6 +24,11 @@ whose resolved configs differ in a key that can change the number (``trainer.max
 note says what differs; a job run twice counts once (its newest run), naming the runs left out.
 ``--where trainer.max_steps=1500`` keeps the runs whose resolved config has that value.
 
+Each accuracy cell shows the 95% t-interval over seeds; a second table gives each row's paired
+difference to vanilla over the seeds both have, a third the parameter counts and their ratio to
+vanilla's (``lra.table_stats``, ``lra.table_render``). ``--plot`` and ``--bars`` draw the table's cells
+(``lra.table_plot``).
+
 Records are read through ``lra.results.load_result``: older records (no ``schema``) are read with
 the fields they have, one from a newer harness is refused naming the file. Rendering is
 ``lra.table_render``, published numbers ``lra.published``.
@@ -38,9 +44,11 @@ from pathlib import Path
 
 from lra.atomic import write_text_atomic
 from lra.data import tasks as task_registry
+from lra.errors import UserError
 from lra.published import PUBLISHED, load_published, published_order
 from lra.results import RESULT_FILE, NewerSchema, load_result
 from lra.table_cells import PATHX_FAIL_TOL, Table, aggregate
+from lra.table_plot import accuracy_speed_figure, bars_figure, save_png
 from lra.table_render import render
 from lra.table_select import select
 
@@ -88,6 +96,35 @@ def load_records(files: list[Path], *, skip_incomplete: bool = False) -> list[tu
     return records
 
 
+def make_table(records: list[tuple[Path, dict]], *, fail_tol: float = PATHX_FAIL_TOL) -> Table:
+    """The cells of the records (``lra.table_cells.aggregate``) with this benchmark's tasks and row order."""
+    cells, notes = aggregate(records)
+    return Table(
+        cells, tasks_known=TASKS, five=FIVE, titles=TITLES, order=published_order(), fail_tol=fail_tol, notes=notes
+    )
+
+
+def png_path(flag: str, path: Path) -> Path:
+    """``path`` checked as a place for a PNG (its folder made); SystemExit with one line if it is not."""
+    if path.suffix.lower() != ".png":
+        raise SystemExit(f"lra-table: {flag} {path}: plots are written as PNG, give a file name ending in .png")
+    if path.is_dir():
+        raise SystemExit(f"lra-table: {flag} {path}: is a folder, give a file name ending in .png")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise SystemExit(f"lra-table: {flag} {path}: cannot make its folder {path.parent} ({e.strerror})") from None
+    return path
+
+
+def write_plot(flag: str, path: Path, fig) -> None:
+    try:
+        save_png(fig, path)
+    except (OSError, UserError) as e:
+        raise SystemExit(f"lra-table: {flag} {path}: cannot write it ({getattr(e, 'strerror', None) or e})") from None
+    log.info("wrote %s", path)
+
+
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="lra-table: %(message)s")
     p = argparse.ArgumentParser(
@@ -127,7 +164,18 @@ def main(argv: list[str] | None = None) -> int:
         help="only runs whose resolved config has KEY=VALUE (dotted, e.g. trainer.max_steps=1500; KEY!=VALUE"
         " excludes); repeat to combine",
     )
+    p.add_argument(
+        "--plot",
+        type=Path,
+        metavar="FILE.png",
+        help="draw accuracy against training speed (steps/s), marker area = peak memory, one panel per task"
+        " and one for Avg (5) (LRA's Figure 3)",
+    )
+    p.add_argument(
+        "--bars", type=Path, metavar="FILE.png", help="draw a bar chart per task: mean accuracy, 95%% t-interval"
+    )
     a = p.parse_args(argv)
+    plot, bars = (a.plot and png_path("--plot", a.plot)), (a.bars and png_path("--bars", a.bars))
     paths = a.paths or [d for d in ("runs", "multirun") if Path(d).is_dir()]
     try:
         records = load_records(find_results(paths), skip_incomplete=a.skip_incomplete)
@@ -147,17 +195,18 @@ def main(argv: list[str] | None = None) -> int:
     published = None
     if a.compare:
         published = load_published(PUBLISHED if a.compare == "published" else a.compare)
-    cells, notes = aggregate(records)
-    table = Table(
-        cells,
-        tasks_known=TASKS,
-        five=FIVE,
-        titles=TITLES,
-        order=published_order(),
-        fail_tol=a.pathx_fail_tol,
-        notes=notes,
-    )
+    table = make_table(records, fail_tol=a.pathx_fail_tol)
     text = render(table, a.format, efficiency=a.efficiency, published=published)
+    if plot:
+        try:
+            fig, _, left_out = accuracy_speed_figure(table)
+        except ValueError as e:
+            raise SystemExit(f"lra-table: --plot {plot}: {e}") from None
+        if left_out:
+            log.warning("--plot: left out (no step time or peak memory): %s", ", ".join(left_out))
+        write_plot("--plot", plot, fig)
+    if bars:
+        write_plot("--bars", bars, bars_figure(table))
     if a.out:
         a.out.parent.mkdir(parents=True, exist_ok=True)
         write_text_atomic(a.out, text)

@@ -10,6 +10,15 @@ Path-X *failed* means a mean at most ``PATHX_CHANCE + fail_tol`` (chance on its 
 within sampling noise). Rows are in LRA Table 1's order (``row_order``): the baseline, then the
 mechanisms in the order of results/published.yaml's ``accuracy`` list, then the others alphabetically;
 rows of one attention split by settings follow each other, sorted by their labels.
+
+Each cell also has its 95% t-interval over seeds and, against the baseline cell of its task
+(``baseline``), the paired difference over shared seeds (``lra.table_stats``) and the parameter ratio
+
+    params ratio = median params of the row's runs / median params of the baseline's runs
+
+The baseline cell of (row, task) is vanilla's cell of that task with the same model dimensions
+(``model`` in the record); when vanilla has several such rows (split by settings), the one whose
+settings agree with the row's on the keys those rows differ in, else none (the reason is given).
 """
 
 from __future__ import annotations
@@ -19,7 +28,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from lra.table_select import drop_repeats, split_rows
+from lra.table_select import drop_repeats, settings_of, split_rows
+from lra.table_stats import Interval, paired_difference, t_interval
 
 BASELINE = "vanilla"
 PATHX_CHANCE = 50.0
@@ -43,6 +53,9 @@ class Cell:
     seeds: list[int] = field(default_factory=list)
     step_ms: list[float] = field(default_factory=list)
     mem_mb: list[float] = field(default_factory=list)
+    params: list[int] = field(default_factory=list)
+    model: dict = field(default_factory=dict)  # the record's model dimensions
+    settings: dict = field(default_factory=dict)  # lra.table_select.settings_of, the same for every run
 
     @property
     def n(self) -> int:
@@ -56,6 +69,24 @@ class Cell:
     def std(self) -> float | None:
         """Sample standard deviation over seeds (None for a single run)."""
         return statistics.stdev(self.acc) if self.n > 1 else None
+
+    @property
+    def interval(self) -> Interval:
+        """Mean, std and 95% t-interval of the test accuracies over seeds (no interval for one run)."""
+        return t_interval(self.acc)
+
+    @property
+    def by_seed(self) -> dict[int, float]:
+        return dict(zip(self.seeds, self.acc))
+
+    @property
+    def params_median(self) -> float | None:
+        return statistics.median(self.params) if self.params else None
+
+    @property
+    def steps_per_s(self) -> float | None:
+        """Training speed: 1000 / the median over seeds of the median step time (ms)."""
+        return None if not self.step_ms else 1000 / statistics.median(self.step_ms)
 
     @property
     def step_ms_median(self) -> float | None:
@@ -74,7 +105,9 @@ def aggregate(records: list[tuple[Path, dict]]) -> tuple[dict[tuple[str, str], C
     rows, split_notes = split_rows(records)
     cells: dict[tuple[str, str], Cell] = {}
     for row, _, r in rows:
-        cell = cells.setdefault((row, r["task"]), Cell(attention=r["attention"]))
+        cell = cells.setdefault(
+            (row, r["task"]), Cell(attention=r["attention"], model=r.get("model") or {}, settings=settings_of(r))
+        )
         cell.acc.append(100 * r["test_acc"])
         cell.val.append(100 * r["val_acc"])
         cell.seeds.append(r["seed"])
@@ -82,6 +115,8 @@ def aggregate(records: list[tuple[Path, dict]]) -> tuple[dict[tuple[str, str], C
             cell.step_ms.append(r["step_time_ms"])
         if r["peak_mem_mb"] is not None:
             cell.mem_mb.append(r["peak_mem_mb"])
+        if isinstance(r.get("params"), int):
+            cell.params.append(r["params"])
     return cells, notes + split_notes
 
 
@@ -131,3 +166,46 @@ class Table:
         pathx = self.get(attention, "pathx")
         value = PATHX_CHANCE if pathx is None or self.pathx_failed(attention) else pathx.mean
         return (5 * self.avg5(attention) + value) / 6
+
+    def baseline(self, row: str, task: str) -> tuple[Cell | None, str]:
+        """The baseline cell that (row, task) is compared with, or None and why there is none."""
+        cell = self.get(row, task)
+        if cell is None:
+            return None, "no run"
+        found = [c for (r, t), c in self.cells.items() if t == task and c.attention == BASELINE]
+        if not found:
+            return None, f"no {BASELINE} run"
+        found = [c for c in found if c.model == cell.model]
+        if not found:
+            return None, f"no {BASELINE} run of the same model size"
+        if len(found) > 1:
+            keys = {k for c in found for k in c.settings if len({str(x.settings.get(k)) for x in found}) > 1}
+            found = [c for c in found if all(str(c.settings.get(k)) == str(cell.settings.get(k)) for k in keys)]
+            if len(found) != 1:
+                return None, f"{BASELINE} has several rows ({', '.join(sorted(keys))} differ)"
+        return found[0], ""
+
+    def paired(self, row: str, task: str) -> tuple[Interval | None, str]:
+        """Row minus baseline over the seeds both have (points), or None and why."""
+        base, why = self.baseline(row, task)
+        if base is None:
+            return None, why
+        diff = paired_difference(self.cells[(row, task)].by_seed, base.by_seed)
+        return (diff, "") if diff is not None else (None, "no shared seeds")
+
+    def params_ratio(self, row: str, task: str) -> float | None:
+        """Median params of the row over the baseline's, same task and model size (None if either is unknown)."""
+        base, _ = self.baseline(row, task)
+        mine = self.get(row, task)
+        if base is None or mine is None or not base.params_median or mine.params_median is None:
+            return None
+        return mine.params_median / base.params_median
+
+    def baseline_differs(self, row: str, task: str) -> list[str]:
+        """Settings other than the attention's own in which (row, task) differs from its baseline cell."""
+        base, _ = self.baseline(row, task)
+        if base is None:
+            return []
+        mine = self.cells[(row, task)].settings
+        keys = set(mine) | set(base.settings)
+        return sorted(k for k in keys if not k.startswith("attention.") and mine.get(k) != base.settings.get(k))

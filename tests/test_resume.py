@@ -267,7 +267,7 @@ def test_a_killed_sweep_typed_again_skips_its_finished_job_and_each_seed_counts_
     assert json.loads((again / "done.json").read_text())["done"] == str(first)
     assert [r["seed"] for r in results(tmp_path / "multirun")] == [0, 1]
     assert lra_table([str(tmp_path / "multirun")]) == 0
-    assert md_rows(capsys.readouterr().out)["vanilla"][0].endswith("(n=2)")
+    assert md_rows(capsys.readouterr().out)["vanilla"][0].endswith("] n=2")
 
 
 def test_a_checkpoint_write_that_dies_leaves_the_previous_one_intact(tmp_path, monkeypatch):

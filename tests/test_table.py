@@ -22,6 +22,8 @@ from tests.test_train import TINY
 
 ROOT = Path(__file__).resolve().parents[1]
 # A full LRA row of ours: test accuracies (fractions) per task.
+# How a published row of LRA Table 1 is labelled (its Avg (6) is from the S4 paper's Table 10).
+LRA_SOURCES = "(Tay et al., Table 1, arXiv 2011.04006; Avg (6): Gu et al., Table 10 (Appendix D.2), arXiv 2111.00396)"
 ROW = {"listops": 0.40, "text": 0.60, "retrieval": 0.55, "image": 0.45, "pathfinder": 0.70}
 
 
@@ -51,10 +53,25 @@ def table(args, capsys) -> str:
     return capsys.readouterr().out
 
 
-def md_rows(text: str) -> dict[str, list[str]]:
-    """Markdown table rows by their first cell; the header row is keyed 'Attention'."""
-    rows = [[c.strip() for c in line.strip("|").split(" | ")] for line in text.splitlines() if line.startswith("| ")]
-    return {r[0]: r[1:] for r in rows}
+def md_tables(text: str) -> list[list[list[str]]]:
+    """The Markdown tables of the output in order, each a list of rows (header first, no rule line)."""
+    tables, in_table = [], False
+    for line in text.splitlines():
+        if line.startswith("|---"):  # the rule under a header
+            continue
+        if not line.startswith("| "):
+            in_table = False
+            continue
+        if not in_table:
+            tables.append([])
+            in_table = True
+        tables[-1].append([c.strip() for c in line.strip("|").split(" | ")])
+    return tables
+
+
+def md_rows(text: str, which: int = 0) -> dict[str, list[str]]:
+    """Rows of the ``which``-th Markdown table (0: accuracy, 1: paired difference, 2: params) by first cell."""
+    return {r[0]: r[1:] for r in md_tables(text)[which]}
 
 
 def test_seeds_are_aggregated_and_missing_cells_shown_as_dashes(tmp_path, capsys):
@@ -65,8 +82,9 @@ def test_seeds_are_aggregated_and_missing_cells_shown_as_dashes(tmp_path, capsys
     rows = md_rows(table([tmp_path], capsys))
     assert rows["Attention"][:6] == ["ListOps", "Text", "Retrieval", "Image", "Pathfinder", "Path-X"]
     expected_std = statistics.stdev([40.0, 42.0, 47.0])
-    assert rows["vanilla"][0] == f"43.00 ± {expected_std:.2f} (n=3)" == "43.00 ± 3.61 (n=3)"
-    assert rows["vanilla"][3] == "45.12"  # one run: no ± and no n
+    # t_{0.975,2} = 4.303 (t table): half-width 4.303 * 3.606 / sqrt(3) = 8.957
+    assert rows["vanilla"][0] == f"43.00 ± {expected_std:.2f} [34.04, 51.96] n=3"
+    assert rows["vanilla"][3] == "45.12 n=1"  # one run: no ±, no interval
     assert rows["vanilla"][1] == rows["vanilla"][2] == rows["vanilla"][5] == "-"
     assert rows["vanilla"][6:8] == ["-", "-"]  # four of five tasks missing: no average, not an average over zeros
 
@@ -81,7 +99,7 @@ def test_five_and_six_task_averages(tmp_path, capsys):
     avg5 = statistics.fmean(100 * a for a in ROW.values())  # 54.0
     assert rows["vanilla"][5] == "-"
     assert rows["vanilla"][6:8] == [f"{avg5:.2f}", f"{(5 * avg5 + 50) / 6:.2f}"]  # missing Path-X counted as 50
-    assert rows["cast"][5] == "FAIL (50.50)"
+    assert rows["cast"][5] == "FAIL (50.50 n=1)"
     assert rows["cast"][6:8] == [f"{avg5:.2f}", f"{(5 * avg5 + 50) / 6:.2f}"]  # failed Path-X counted as 50
     assert rows["tssa"][6:8] == [f"{avg5:.2f}", f"{(5 * avg5 + 80) / 6:.2f}"]  # a real Path-X result counts as is
     assert list(rows) == ["Attention", "vanilla", "cast", "tssa"]  # the baseline first
@@ -108,7 +126,7 @@ def test_latex_escapes_and_uses_booktabs(tmp_path, capsys):
     write_result(tmp_path, "improved_clustered", "listops", 1, 0.5)
     text = table([tmp_path, "--format", "latex"], capsys)
     assert r"\toprule" in text and r"\midrule" in text and r"\bottomrule" in text
-    assert r"improved\_clustered & 45.00 $\pm$ 7.07 (n=2) & -" in text
+    assert r"improved\_clustered & 45.00 $\pm$ 7.07 [-18.53, 108.53] n=2 & -" in text
     assert "improved_clustered" not in text and r"Test accuracy (\%)" in text
 
 
@@ -134,7 +152,7 @@ def test_incomplete_record_is_refused_naming_the_file(tmp_path, capsys, caplog):
     with pytest.raises(SystemExit, match=f"{bad}: incomplete result record, missing peak_mem_mb"):
         lra_table([str(tmp_path)])
     rows = md_rows(table([tmp_path, "--skip-incomplete"], capsys))
-    assert rows["vanilla"][0] == "40.00"
+    assert rows["vanilla"][0] == "40.00 n=1"
     assert str(bad) in caplog.text
 
 
@@ -143,7 +161,7 @@ def test_a_job_run_twice_counts_once_the_newest(tmp_path, capsys):
     write_result(tmp_path / "sweep1", "vanilla", "listops", 1, 0.44, finished=101.0)
     new = write_result(tmp_path / "sweep2", "vanilla", "listops", 0, 0.50, finished=200.0)
     out = table([tmp_path], capsys)
-    assert md_rows(out)["vanilla"][0] == f"47.00 ± {statistics.stdev([50.0, 44.0]):.2f} (n=2)"
+    assert md_rows(out)["vanilla"][0] == f"47.00 ± {statistics.stdev([50.0, 44.0]):.2f} [8.88, 85.12] n=2"
     assert (
         f"vanilla/listops seed 0: 2 finished runs of the same settings; counted the newest ({new}), left out {old}"
         in out
@@ -154,7 +172,7 @@ def test_a_job_run_twice_counts_once_the_newest(tmp_path, capsys):
     os.utime(older, (1000, 1000))
     os.utime(newer, (2000, 2000))
     out = table([tmp_path], capsys)
-    assert md_rows(out)["cast"][1] == "35.00" and f"left out {older}" in out
+    assert md_rows(out)["cast"][1] == "35.00 n=1" and f"left out {older}" in out
 
 
 def config(steps: int, precision: str = "32-true", runs: str = "runs") -> dict:
@@ -172,9 +190,9 @@ def test_runs_with_different_settings_are_split_and_the_keys_named(tmp_path, cap
     out = table([tmp_path], capsys)
     rows = md_rows(out)
     assert list(rows) == ["Attention", "vanilla", "vanilla (trainer.max_steps=1500)", "vanilla (trainer.max_steps=2)"]
-    assert rows["vanilla (trainer.max_steps=1500)"][0] == "41.00 ± 1.41 (n=2)"
-    assert rows["vanilla (trainer.max_steps=2)"][0] == "11.00 ± 1.41 (n=2)"
-    assert rows["vanilla"][1] == "60.00"  # text: one setting (paths and loggers do not split)
+    assert rows["vanilla (trainer.max_steps=1500)"][0] == "41.00 ± 1.41 [28.29, 53.71] n=2"
+    assert rows["vanilla (trainer.max_steps=2)"][0] == "11.00 ± 1.41 [-1.71, 23.71] n=2"
+    assert rows["vanilla"][1] == "60.00 n=1"  # text: one setting (paths and loggers do not split)
     assert "vanilla/listops: runs with different settings, shown as separate rows (trainer.max_steps: 2 vs 1500)" in out
     csv_rows = list(csv.DictReader(io.StringIO(table([tmp_path, "--format", "csv"], capsys))))
     assert [(r["attention"], r["settings"], r["n"]) for r in csv_rows] == [
@@ -182,9 +200,9 @@ def test_runs_with_different_settings_are_split_and_the_keys_named(tmp_path, cap
     ]  # fmt: skip
 
     rows = md_rows(table([tmp_path, "--where", "trainer.max_steps=2"], capsys))
-    assert list(rows) == ["Attention", "vanilla"] and rows["vanilla"][:2] == ["11.00 ± 1.41 (n=2)", "-"]
+    assert list(rows) == ["Attention", "vanilla"] and rows["vanilla"][:2] == ["11.00 ± 1.41 [-1.71, 23.71] n=2", "-"]
     rows = md_rows(table([tmp_path, "--where", "trainer.max_steps!=2", "--where", "task.name=listops"], capsys))
-    assert list(rows) == ["Attention", "vanilla"] and rows["vanilla"][:2] == ["41.00 ± 1.41 (n=2)", "-"]
+    assert list(rows) == ["Attention", "vanilla"] and rows["vanilla"][:2] == ["41.00 ± 1.41 [28.29, 53.71] n=2", "-"]
     with pytest.raises(SystemExit, match=r"no run has the key 'trainer.max_stesp' \(.*trainer.max_steps"):
         lra_table([str(tmp_path), "--where", "trainer.max_stesp=2"])
     with pytest.raises(SystemExit, match="expected key=value"):
@@ -193,8 +211,8 @@ def test_runs_with_different_settings_are_split_and_the_keys_named(tmp_path, cap
     write_result(tmp_path / "bf16", "vanilla", "listops", 0, 0.5, config=config(1500, precision="bf16-mixed"))
     write_result(tmp_path / "old", "vanilla", "listops", 5, 0.3, config={"task": {"max_len": 64}})  # no trainer
     rows = md_rows(table([tmp_path, "--where", "task.name=listops"], capsys))
-    assert rows["vanilla (trainer.max_steps=1500, trainer.precision=bf16-mixed)"][0] == "50.00"
-    assert rows["vanilla (trainer.max_steps=(not recorded), trainer.precision=(not recorded))"][0] == "30.00"
+    assert rows["vanilla (trainer.max_steps=1500, trainer.precision=bf16-mixed)"][0] == "50.00 n=1"
+    assert rows["vanilla (trainer.max_steps=(not recorded), trainer.precision=(not recorded))"][0] == "30.00 n=1"
 
 
 def test_compare_published_shows_the_difference(tmp_path, capsys):
@@ -202,9 +220,17 @@ def test_compare_published_shows_the_difference(tmp_path, capsys):
     write_result(tmp_path, "cast", "listops", 0, 0.30)
     out = table([tmp_path, "--compare", "published"], capsys)
     rows = md_rows(out)
-    assert rows["published (Transformer)"][:7] == ["36.37", "64.27", "57.46", "42.44", "71.40", "FAIL", "54.39"]
+    assert rows[f"published: Transformer {LRA_SOURCES}"][:7] == [
+        "36.37",
+        "64.27",
+        "57.46",
+        "42.44",
+        "71.40",
+        "FAIL",
+        "54.39",
+    ]
     assert rows["ours - published"][:3] == ["+3.63", "-", "-"]  # only where both exist
-    assert rows["published (CAST): not found"][0] == "-"
+    assert rows["published: CAST (van Engelenhoven et al., not read, arXiv 2402.04239): not found"][0] == "-"
     assert "Long Range Arena: A Benchmark for Efficient Transformers, Table 1, arXiv 2011.04006" in out
 
 
@@ -256,7 +282,7 @@ def test_a_two_run_sweep_makes_a_table_with_two_seeds(tmp_path, capsys):
     found = sorted(p.relative_to(sweep).as_posix() for p in sweep.rglob("result.json"))
     assert found == ["0_vanilla-listops-s0/result.json", "1_vanilla-listops-s1/result.json"]
     cell = md_rows(table([sweep], capsys))["vanilla"][0]
-    assert cell.endswith("(n=2)"), cell
+    assert cell.endswith("] n=2"), cell
 
 
 def _reproduce_module():

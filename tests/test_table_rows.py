@@ -37,7 +37,7 @@ def test_runs_that_differ_in_one_setting_get_rows_of_their_own(tmp_path, capsys,
     assert lra_table([str(tmp_path)]) == 0
     out = capsys.readouterr().out
     rows = md_rows(out)
-    shown = sorted([(base, "41.00 ± 1.41 (n=2)"), (other, "90.00")], key=lambda v: str(v[0]))
+    shown = sorted([(base, "41.00 ± 1.41 [28.29, 53.71] n=2"), (other, "90.00 n=1")], key=lambda v: str(v[0]))
     assert [(r, cells[0]) for r, cells in rows.items() if r != "Attention"] == [
         (f"vanilla ({key}={value})", cell) for value, cell in shown
     ]

@@ -118,7 +118,8 @@ def test_a_registered_task_is_a_column_of_lra_table(toy, tmp_path, capsys):
     assert rows["Attention"] == titles
     avg5 = statistics.fmean(100 * a for a in ROW.values())  # the toy does not count in the 5-task mean
     averages = [f"{avg5:.2f}", f"{(5 * avg5 + 50) / 6:.2f}"]  # a missing Path-X counts as 50 in Avg (6)
-    assert rows["vanilla"] == ["40.00", "60.00", "55.00", "45.00", "70.00", "-", "90.00", *averages]
+    one = [f"{100 * ROW[t]:.2f} n=1" for t in ROW]  # one run each: no std, no interval
+    assert rows["vanilla"] == [*one, "-", "90.00 n=1", *averages]
 
 
 def test_the_lra_tasks_in_the_lra_papers_order():
