@@ -30,7 +30,17 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 
-from lra.measure import BASELINE, PHASES, peak_mb, peak_reserved_mb, reset_peak, rss_mb, summarise, time_calls
+from lra.measure import (
+    BASELINE,
+    PHASES,
+    peak_mb,
+    peak_reserved_mb,
+    release_freed,
+    reset_peak,
+    rss_mb,
+    summarise,
+    time_calls,
+)
 
 OP_PHASES, ENCODER_PHASES = PHASES[:2], PHASES[2:]
 
@@ -157,7 +167,6 @@ def measure(
 ) -> Iterator[dict]:
     """Time the chosen ``phases`` of one point, in PHASES order; yields one record per phase."""
     import contextlib
-    import gc
 
     import torch
 
@@ -176,7 +185,7 @@ def measure(
         fn()
     del tiny
     if any(p in phases for p in OP_PHASES):
-        gc.collect()
+        release_freed()
         torch.manual_seed(seed)
         base_mb = rss_mb()  # before the layer and x
         layer = build_layer(attention=attention, options=options, model=model).to(dev)
@@ -185,7 +194,7 @@ def measure(
             yield timed(phase, calls[phase], base_mb=base_mb, **run)
         del layer, calls
     if any(p in phases for p in ENCODER_PHASES):
-        gc.collect()
+        release_freed()
         torch.manual_seed(seed)
         base_mb = rss_mb()  # before the classifier and its inputs
         net = build_classifier(attention=attention, options=options, length=length, model=model,

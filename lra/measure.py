@@ -110,6 +110,25 @@ def _status_mb(key: str) -> float | None:
     return None
 
 
+def release_freed() -> None:
+    """Collect garbage and hand the C heap's free pages back to the kernel (glibc ``malloc_trim(0)``).
+
+    Freed tensors stay in the process's heap (glibc keeps them for reuse), so the resident set does
+    not fall when an earlier phase's objects are freed: a later phase would then reuse them without
+    raising the resident set and read a peak near 0 MB. Called before each baseline ``rss_mb()``.
+    Without glibc (musl, macOS) only the garbage collection runs.
+    """
+    import ctypes
+    import ctypes.util
+    import gc
+
+    gc.collect()
+    try:
+        ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
 def rss_mb() -> float:
     """Current resident set size of this process in MB."""
     mb = _status_mb("VmRSS")

@@ -1,6 +1,8 @@
 """lra-bench's phases, grids and the numbers derived from them: median/p20/p80 of each phase against numpy,
 the tokens grid, skipping after a timeout, the efficiency length, the share above the floor, old folders."""
 
+import json
+import os
 import shutil
 import subprocess
 import sys
@@ -199,3 +201,29 @@ def test_a_folder_from_before_the_phases_rebuilds_in_todays_format(tmp_path):
     assert step.split("| vanilla |")[1].split("\n")[0].strip().endswith("| timeout |")  # 16K timed out
     assert "### Inference forward (`inference`)" in table and "op_forward" not in table  # phases it has
     assert all((tmp_path / png).is_file() for png in ("speed.png", "memory.png", "share.png"))
+
+
+_INFERENCE_MB = """
+import json, sys
+from lra.bench_point import measure
+model = dict(n_layers=2, d_model=64, n_heads=2, d_mlp=128, d_head=64, dropout=0.0, attn_dropout=0.0,
+             positions="learned", pool="mean")
+recs = measure(attention="longformer", options={}, length=2048, model=model, vocab_size=17, n_classes=2, batch=2,
+               device="cpu", dtype="fp32", warmup=0, repeats=1, seed=0, phases=sys.argv[1].split(","))
+print(json.dumps({r["phase"]: r[r["phase"] + "_mem_mb"] for r in recs}))
+"""
+
+
+def test_a_phase_after_the_op_phases_counts_its_own_memory():
+    """The op phases free their tensors before the encoder's baseline; the heap keeps those pages unless they
+    are handed back, and inference would then reuse them and read ~0 MB. Its memory must not depend on
+    whether the op phases ran first (seen in a sweep: longformer at 4K read 0.2 MB instead of 128)."""
+
+    def inference_mb(phases: str) -> float:
+        out = subprocess.run([sys.executable, "-c", _INFERENCE_MB, phases], capture_output=True, text=True,
+                             cwd=ROOT, env={**os.environ, "OMP_NUM_THREADS": "1"}, check=True)  # fmt: skip
+        return json.loads(out.stdout.strip().splitlines()[-1])["inference"]
+
+    alone, after_ops = inference_mb("inference"), inference_mb("op_forward,op_forward_backward,inference")
+    assert alone > 10, alone  # the activations of a 2-layer encoder at 2K tokens: tens of MB
+    assert after_ops == pytest.approx(alone, rel=0.3), (alone, after_ops)
