@@ -32,6 +32,7 @@ import matplotlib
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
+from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
 from lra.atomic import write_bytes_atomic
 from lra.table_cells import Table
@@ -91,7 +92,9 @@ def accuracy_speed_figure(table: Table) -> tuple[Figure, list[Point], list[str]]
     ncols = min(len(panels), 4)
     nrows = math.ceil(len(panels) / ncols)
     spare = nrows * ncols - len(panels)  # an empty panel holds the legends, else they go below
-    fig = Figure(figsize=(4.2 * ncols, 3.8 * nrows + (0 if spare else 0.6 + 0.25 * math.ceil(len(rows) / 5))))
+    legend_cols = min(len(rows), 4)
+    legend_rows = max(math.ceil(len(rows) / legend_cols), 3)  # the memory legend stands in 3 rows beside it
+    fig = Figure(figsize=(max(4.2 * ncols, 8.4), 3.8 * nrows + (0 if spare else 0.5 + 0.22 * legend_rows)))
     axes = fig.subplots(nrows, ncols, squeeze=False)
     for ax, task in zip(axes.flat, panels):
         here = [p for p in pts if p.task == task]
@@ -111,6 +114,9 @@ def accuracy_speed_figure(table: Table) -> tuple[Figure, list[Point], list[str]]
         speeds = [p.steps_per_s for p in here]
         if max(speeds) > DECADE * min(speeds):
             ax.set_xscale("log")
+            ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))  # 1, 2, 5, 10, 20, 50 ...
+            ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+            ax.xaxis.set_minor_formatter(NullFormatter())
         ax.margins(0.2)
         ax.set_title("Avg (5)" if task == AVG else table.titles.get(task, task))
         ax.set_xlabel("training speed (steps/s" + (", geometric mean)" if task == AVG else ")"))
@@ -137,9 +143,9 @@ def accuracy_speed_figure(table: Table) -> tuple[Figure, list[Point], list[str]]
         ax.legend(handles=sizes, title="peak memory (MB)", loc="lower left", ncol=len(sizes), frameon=False)
         fig.tight_layout()
     else:
-        fig.legend(handles=handles, title="attention", loc="lower left", ncol=min(len(rows), 5), frameon=False)
-        fig.legend(handles=sizes, title="peak memory (MB)", loc="lower right", ncol=len(sizes), frameon=False)
-        fig.tight_layout(rect=(0, 0.1 + 0.02 * math.ceil(len(rows) / 5), 1, 1))
+        fig.legend(handles=handles, title="attention", loc="lower left", ncol=legend_cols, frameon=False)
+        fig.legend(handles=sizes, title="peak memory (MB)", loc="lower right", ncol=1, frameon=False, labelspacing=1.2)
+        fig.tight_layout(rect=(0, (0.5 + 0.22 * legend_rows) / fig.get_figheight(), 1, 1))
     return fig, pts, left_out
 
 
@@ -163,6 +169,7 @@ def bars_figure(table: Table) -> Figure:
         ax.set_xticks(range(len(rows)), rows, rotation=40, ha="right", fontsize=8)
         ax.set_title(table.titles.get(task, task))
         ax.set_ylabel("test accuracy (%)")
+        ax.set_ylim(0, 100)  # an interval of few seeds can reach past 0 or 100: the whisker is cut there
         ax.grid(True, axis="y", alpha=0.3)
     for ax in list(axes.flat)[len(tasks) :]:
         ax.axis("off")
