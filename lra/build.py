@@ -23,11 +23,13 @@ import copy
 import inspect
 import math
 import os
+import random
 import warnings
 from collections.abc import Iterable
 from pathlib import Path
 
 import lightning as L
+import numpy as np
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import Logger
@@ -90,9 +92,16 @@ def build_model(cfg: DictConfig) -> torch.nn.Module:
 
 
 def count_params(cfg: DictConfig) -> int:
-    """Parameters of ``build_model(cfg)``, built on the meta device (no storage, no compute)."""
-    with torch.device("meta"):
-        return sum(p.numel() for p in build_model(cfg).parameters())
+    """Parameters of ``build_model(cfg)``, built on the meta device (no storage, no compute). The random
+    generators are restored afterwards: some constructors draw on the CPU (BigBird's pattern, Performer's
+    features), and counting must not change the numbers of the run that counts."""
+    python_state, numpy_state = random.getstate(), np.random.get_state()
+    try:
+        with torch.random.fork_rng(devices=[]), torch.device("meta"):
+            return sum(p.numel() for p in build_model(cfg).parameters())
+    finally:
+        random.setstate(python_state)
+        np.random.set_state(numpy_state)
 
 
 def _with(cfg: DictConfig, *, d_mlp: int | None = None, vanilla: bool = False) -> DictConfig:
@@ -120,13 +129,19 @@ def d_mlp_used(cfg: DictConfig) -> int:
     return max(1, round(1 + (vanilla_params(cfg) - p1) / (p2 - p1)))
 
 
-def budget_warning(n_params: int, vanilla: int) -> str | None:
-    """The warning for a model above LRA's parameter budget (more than 10% over vanilla's), or None."""
+def budget_warning(n_params: int, vanilla: int, *, matched: bool = False) -> str | None:
+    """The warning for a model above LRA's parameter budget (more than 10% over vanilla's), or None;
+    ``matched``: model.match_params=vanilla is on already (the MLP is as narrow as it gets)."""
     if n_params <= PARAMS_LIMIT * vanilla:
         return None
+    fix = (
+        "even with model.match_params=vanilla; lower the attention's own sizes"
+        if matched
+        else "model.match_params=vanilla narrows model.d_mlp to match"
+    )
     return (
         f"{n_params:,} parameters, {n_params / vanilla:.2f}x vanilla's {vanilla:,} at this task and model size"
-        f" (LRA's budget: at most {PARAMS_LIMIT:.2f}x); model.match_params=vanilla narrows model.d_mlp to match"
+        f" (LRA's budget: at most {PARAMS_LIMIT:.2f}x); {fix}"
     )
 
 

@@ -111,7 +111,7 @@ def _run(cfg: DictConfig, run_dir: Path, overrides: list[str], trainer: L.Traine
     n_params, vanilla = sum(p.numel() for p in model.parameters()), vanilla_params(cfg)
     if job.is_zero:
         log.info("%s: %s parameters, data %s, run dir %s", run_name, f"{n_params:,}", folder, run_dir)
-        over_budget = budget_warning(n_params, vanilla)
+        over_budget = budget_warning(n_params, vanilla, matched=cfg.model.get("match_params") == "vanilla")
         if over_budget:
             log.warning("%s: %s", run_name, over_budget)
         if job.world_size > 1:

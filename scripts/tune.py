@@ -109,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--launcher", choices=tuple(LAUNCHERS), default="basic", help="slurm: configs/hydra/launcher/slurm.yaml"
     )
-    p.add_argument("--out", type=Path, help="default multirun/tune-<table>-<task>-<date>_<time>")
+    p.add_argument("--out", type=Path, help="default multirun/tune_<table>_<task>-<date>_<time>")
     p.add_argument("--print", "--dry-run", dest="dry_run", action="store_true", help="print the commands and exit")
     a, extra = p.parse_known_args(argv)
     bad = [e for e in extra if "=" not in e or e.startswith("-")]
@@ -127,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
         p.error("--trials and --n-jobs must be integers >= 1")
     if not re.fullmatch(r"\d+(,\d+)*", a.seeds):
         p.error(f"--seeds must be comma-separated integers, got '{a.seeds}'")
-    out = a.out or Path("multirun") / f"tune-{a.table}-{a.task}-{time.strftime('%Y-%m-%d_%H-%M-%S')}"
+    out = a.out or Path("multirun") / f"tune_{a.table}_{a.task}-{time.strftime('%Y-%m-%d_%H-%M-%S')}"
     budget = (a.trials, a.sampler_seed, a.n_jobs, out, a.launcher, extra)
     if a.dry_run:
         for name in names:

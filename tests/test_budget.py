@@ -7,7 +7,7 @@ import torch
 from omegaconf import open_dict
 
 import lra.resolvers  # noqa: F401  (the attention configs' ${sum_int:...} etc.)
-from lra.build import build_model, count_params, d_mlp_used, vanilla_params
+from lra.build import budget_warning, build_model, count_params, d_mlp_used, vanilla_params
 from lra.config import compose_config
 from lra.train import run
 from lra.validate import ConfigError, validate_config
@@ -89,3 +89,29 @@ def test_a_bad_match_params_is_one_line_naming_the_choices(tmp_path):
         "  model.match_params=vanila: must be null (train with model.d_mlp) or vanilla"
         " (choose model.d_mlp so the parameter count is closest to vanilla's)"
     ]
+
+
+@pytest.mark.parametrize("attention", ["performer", "bigbird"])
+def test_matching_leaves_the_random_generators_as_they_were(attention):
+    """Their constructors draw on the CPU while matching counts on the meta device: a matched model is
+    the model of its width built directly."""
+    matched = compose_config(["experiment=quickstart", f"attention={attention}", "model.match_params=vanilla"])
+    width = d_mlp_used(matched)
+    torch.manual_seed(0)
+    a = build_model(matched)
+    torch.manual_seed(0)
+    b = build_model(compose_config(["experiment=quickstart", f"attention={attention}", f"model.d_mlp={width}"]))
+    for (name, p), q in zip(a.state_dict().items(), b.state_dict().values(), strict=True):
+        assert torch.equal(p, q), name
+
+
+def test_the_warning_names_both_counts_and_the_fix_that_is_left():
+    assert budget_warning(1100, 1000) is None  # exactly 10% more is within LRA's budget
+    assert budget_warning(1101, 1000) == (
+        "1,101 parameters, 1.10x vanilla's 1,000 at this task and model size (LRA's budget: at most 1.10x);"
+        " model.match_params=vanilla narrows model.d_mlp to match"
+    )
+    assert budget_warning(2500, 1000, matched=True).endswith(
+        "2.50x vanilla's 1,000 at this task and model size (LRA's budget: at most 1.10x);"
+        " even with model.match_params=vanilla; lower the attention's own sizes"
+    )
