@@ -133,7 +133,7 @@ def test_tune_searches_then_reruns_the_best_config_on_every_seed(tmp_path, monke
     monkeypatch.setenv("LRA_DATA_DIR", str(tmp_path / "data"))
     out = tmp_path / "tune"
     rc = _tune_module().main(
-        ["mini", "listops", "--mechanisms", "vanilla", "--trials", "2", "--seeds", "0,1", "--out", str(out), *SECONDS]
+        ["mini", "listops", "--mechanisms", "vanilla", "--trials", "1", "--seeds", "0,1", "--out", str(out), *SECONDS]
     )
     assert rc == 0
     best = OmegaConf.load(out / "vanilla" / "search" / "optimization_results.yaml")
