@@ -8,25 +8,36 @@ no constructor reads (a typo, or a key set by the wrong file) is refused by ``ch
 names the valid keys. ``lra.validate`` calls the same builders on the meta device (parameters
 without storage, no compute), so every constructor's check runs before any data is prepared, and
 ``lra.train`` calls them for real: there is no second code path that could drift from this one.
+
+The parameter budget (LRA's rule: compare mechanisms at about the same parameter count) is counted
+here too, on the meta device: ``vanilla_params(cfg)`` is the count of the same task and model with
+``configs/attention/vanilla.yaml``. With ``model.match_params=vanilla`` the model's MLP width is
+chosen to match it; the count is affine in d_mlp, P(d) = P(1) + (d - 1) * s with s = P(2) - P(1)
+(each block's two linear layers: s = n_layers * (2 * d_model + 1)), so the d_mlp used is
+max(1, round(1 + (P_vanilla - P(1)) / s)), the integer width whose count is closest to vanilla's.
 """
 
 from __future__ import annotations
 
+import copy
 import inspect
 import math
 import os
+import random
 import warnings
 from collections.abc import Iterable
 from pathlib import Path
 
 import lightning as L
+import numpy as np
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import Logger
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from lra.callbacks import NonFiniteLoss, PeakMemory, StepTimer
 from lra.checkpointing import ResumeCheckpoints
+from lra.config import CONFIG_DIR
 from lra.csv_log import LoggedRows, RunCSVLogger
 from lra.data.datamodule import LRADataModule
 from lra.module import LRAModule
@@ -37,6 +48,9 @@ from models.encoder import Classifier, Encoder, PairClassifier
 MODEL_SET_HERE = ("vocab_size", "max_len", "attention", "attention_options", "lra_mask")  # task, attention
 OPTIM_SET_HERE = ("model", "n_classes", "pad_id", "total_steps")  # the model, task, schedule length
 TRAINER_SET_HERE = ("logger", "callbacks", "default_root_dir", "plugins", "use_distributed_sampler")
+MODEL_NOT_ENCODER = ("d_head", "match_params")  # the classifier head's width; the parameter budget switch
+MATCH_PARAMS = (None, "vanilla")  # model.match_params: keep model.d_mlp | match vanilla's parameter count
+PARAMS_LIMIT = 1.10  # LRA's budget: at most 10% more parameters than vanilla's
 
 
 def check_keys(group: str, keys: Iterable[str], valid: Iterable[str]) -> None:
@@ -55,11 +69,13 @@ def arguments(constructor, set_here: Iterable[str]) -> list[str]:
 
 
 def build_model(cfg: DictConfig) -> torch.nn.Module:
-    """Encoder + head from the task, model and attention configs (keys equal constructor arguments)."""
+    """Encoder + head from the task, model and attention configs (keys equal constructor arguments);
+    the MLP width is ``d_mlp_used(cfg)``."""
     m, task = cfg.model, cfg.task
     attention = OmegaConf.to_container(cfg.attention, resolve=True)
-    options = {k: v for k, v in OmegaConf.to_container(m, resolve=True).items() if k != "d_head"}
-    check_keys("model", [*options, "d_head"], [*arguments(Encoder, MODEL_SET_HERE), "d_head"])  # d_head: the head's
+    options = {k: v for k, v in OmegaConf.to_container(m, resolve=True).items() if k not in MODEL_NOT_ENCODER}
+    check_keys("model", [*options, *MODEL_NOT_ENCODER], [*arguments(Encoder, MODEL_SET_HERE), *MODEL_NOT_ENCODER])
+    options["d_mlp"] = d_mlp_used(cfg)
     encoder = Encoder(
         vocab_size=task.vocab_size,
         max_len=task.max_len,
@@ -73,6 +89,60 @@ def build_model(cfg: DictConfig) -> torch.nn.Module:
             encoder, n_classes=task.n_classes, d_model=m.d_model, d_head=m.d_head, combine=task.combine
         )
     return Classifier(encoder, n_classes=task.n_classes, d_model=m.d_model, d_head=m.d_head)
+
+
+def count_params(cfg: DictConfig) -> int:
+    """Parameters of ``build_model(cfg)``, built on the meta device (no storage, no compute). The random
+    generators are restored afterwards: some constructors draw on the CPU (BigBird's pattern, Performer's
+    features), and counting must not change the numbers of the run that counts."""
+    python_state, numpy_state = random.getstate(), np.random.get_state()
+    try:
+        with torch.random.fork_rng(devices=[]), torch.device("meta"):
+            return sum(p.numel() for p in build_model(cfg).parameters())
+    finally:
+        random.setstate(python_state)
+        np.random.set_state(numpy_state)
+
+
+def _with(cfg: DictConfig, *, d_mlp: int | None = None, vanilla: bool = False) -> DictConfig:
+    """A copy of ``cfg`` with ``model.d_mlp`` fixed (no matching), or as vanilla at the configured size."""
+    c = copy.deepcopy(cfg)
+    with open_dict(c):
+        c.model.match_params = None
+        if d_mlp is not None:
+            c.model.d_mlp = d_mlp
+        if vanilla:
+            c.attention = OmegaConf.load(Path(CONFIG_DIR) / "attention" / "vanilla.yaml")
+    return c
+
+
+def vanilla_params(cfg: DictConfig) -> int:
+    """Parameters of the vanilla Transformer at the same task and model size (model.d_mlp as configured)."""
+    return count_params(_with(cfg, vanilla=True))
+
+
+def d_mlp_used(cfg: DictConfig) -> int:
+    """``model.d_mlp``; with ``model.match_params=vanilla`` the width whose count is closest to vanilla's."""
+    if OmegaConf.select(cfg, "model.match_params") != "vanilla" or cfg.attention.name == "vanilla":
+        return int(cfg.model.d_mlp)
+    p1, p2 = count_params(_with(cfg, d_mlp=1)), count_params(_with(cfg, d_mlp=2))
+    return max(1, round(1 + (vanilla_params(cfg) - p1) / (p2 - p1)))
+
+
+def budget_warning(n_params: int, vanilla: int, *, matched: bool = False) -> str | None:
+    """The warning for a model above LRA's parameter budget (more than 10% over vanilla's), or None;
+    ``matched``: model.match_params=vanilla is on already (the MLP is as narrow as it gets)."""
+    if n_params <= PARAMS_LIMIT * vanilla:
+        return None
+    fix = (
+        "even with model.match_params=vanilla; lower the attention's own sizes"
+        if matched
+        else "model.match_params=vanilla narrows model.d_mlp to match"
+    )
+    return (
+        f"{n_params:,} parameters, {n_params / vanilla:.2f}x vanilla's {vanilla:,} at this task and model size"
+        f" (LRA's budget: at most {PARAMS_LIMIT:.2f}x); {fix}"
+    )
 
 
 def pad_id(task: DictConfig) -> int | None:

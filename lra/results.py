@@ -26,7 +26,7 @@ from pathlib import Path
 from lra.atomic import write_json_atomic
 
 REPO = Path(__file__).resolve().parents[1]
-SCHEMA = 2
+SCHEMA = 3
 RESULT_FILE = "result.json"
 
 
@@ -42,8 +42,10 @@ FIELDS = (
     Field("task", "run", "task name (a configs/task file)"),
     Field("attention", "run", "attention mechanism, its registry name"),
     Field("seed", "run", "the run's seed"),
-    Field("model", "run", "model dimensions: n_layers, d_model, n_heads, d_mlp"),
+    Field("model", "run", "model dimensions: n_layers, d_model, n_heads, d_mlp (the width used: model.match_params)"),
     Field("params", "run", "number of model parameters"),
+    # schema 3 (tune): the parameter budget
+    Field("params_vs_vanilla", "run", "params / vanilla's at the same task and model size (lra.build)", since=3),
     Field("steps", "training", "optimizer steps taken"),
     Field("epochs", "training", "Lightning's trainer.current_epoch when training ended"),
     Field("train_loss", "training", "mean training loss over the last trainer.log_every_n_steps steps"),

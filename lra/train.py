@@ -34,13 +34,16 @@ from omegaconf import DictConfig, OmegaConf
 import lra.resolvers  # noqa: F401  (the configs' ${sqrt_pow2:...} etc.)
 from lra.attention_configs import store_plugin_configs
 from lra.build import (
+    budget_warning,
     build_datamodule,
     build_loggers,
     build_model,
     build_module,
     build_trainer,
+    d_mlp_used,
     global_batch,
     total_steps,
+    vanilla_params,
 )
 from lra.callbacks import PeakMemory, StepTimer, describe_timing
 from lra.config import CONFIG_DIR
@@ -105,9 +108,12 @@ def _run(cfg: DictConfig, run_dir: Path, overrides: list[str], trainer: L.Traine
     dm = build_datamodule(cfg, folder)
     model = build_model(cfg)
     module = build_module(cfg, model, total_steps(cfg, dm, job.world_size))
-    n_params = sum(p.numel() for p in model.parameters())
+    n_params, vanilla = sum(p.numel() for p in model.parameters()), vanilla_params(cfg)
     if job.is_zero:
         log.info("%s: %s parameters, data %s, run dir %s", run_name, f"{n_params:,}", folder, run_dir)
+        over_budget = budget_warning(n_params, vanilla, matched=cfg.model.get("match_params") == "vanilla")
+        if over_budget:
+            log.warning("%s: %s", run_name, over_budget)
         if job.world_size > 1:
             log.info("%s: %d ranks x batch %d", run_name, job.world_size, cfg.data.batch_size)
 
@@ -147,8 +153,9 @@ def _run(cfg: DictConfig, run_dir: Path, overrides: list[str], trainer: L.Traine
                 "task": cfg.task.name,
                 "attention": cfg.attention.name,
                 "seed": int(cfg.seed),
-                "model": {k: cfg.model[k] for k in ("n_layers", "d_model", "n_heads", "d_mlp")},
+                "model": {**{k: cfg.model[k] for k in ("n_layers", "d_model", "n_heads")}, "d_mlp": d_mlp_used(cfg)},
                 "params": n_params,
+                "params_vs_vanilla": n_params / vanilla,
             },
             training={
                 "steps": int(trainer.global_step),
@@ -210,6 +217,8 @@ def _run(cfg: DictConfig, run_dir: Path, overrides: list[str], trainer: L.Traine
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
 def _hydra_main(cfg: DictConfig) -> float:
+    """One run; returns its val_acc, the objective a sweeper maximises (``hparams_search``): choosing
+    settings by test accuracy would tune on the test set."""
     hc = HydraConfig.get()
     run_dir = Path(hc.runtime.output_dir)
     handlers: list[logging.Handler] = []
@@ -228,7 +237,7 @@ def _hydra_main(cfg: DictConfig) -> float:
         for handler in handlers:
             logging.getLogger().removeHandler(handler)
             handler.close()
-    return record["test_acc"]
+    return record["val_acc"]
 
 
 def main() -> None:

@@ -19,7 +19,7 @@ import torch
 from omegaconf import DictConfig
 from torch import nn
 
-from lra.build import build_model, build_module, check_trainer_keys
+from lra.build import MATCH_PARAMS, build_model, build_module, check_trainer_keys
 from lra.data.prepared import prepared_dir, read_manifest
 from lra.data.sources import data_path_exists
 from lra.data.tasks import TASKS
@@ -79,6 +79,11 @@ def check_model(model: DictConfig) -> Iterator[str]:
         yield f"model.n_heads={h}: must divide model.d_model={d}; valid: {', '.join(map(str, divisors))}"
     for key in ("dropout", "attn_dropout"):
         yield from _fraction(f"model.{key}", model.get(key))
+    if model.get("match_params") not in MATCH_PARAMS:
+        yield (
+            f"model.match_params={model.match_params}: must be null (train with model.d_mlp) or vanilla"
+            " (choose model.d_mlp so the parameter count is closest to vanilla's)"
+        )
 
 
 def check_attention(attention: DictConfig) -> Iterator[str]:
