@@ -26,7 +26,7 @@ from pathlib import Path
 from lra.atomic import write_json_atomic
 
 REPO = Path(__file__).resolve().parents[1]
-SCHEMA = 2
+SCHEMA = 3
 RESULT_FILE = "result.json"
 
 
@@ -58,6 +58,15 @@ FIELDS = (
     Field("samples_per_s", "timing", "examples of the timed steps over their total time"),
     Field("timed_steps", "timing", "optimizer steps timed (the first measure.warmup_steps are not)", since=2),
     Field("peak_mem_mb", "memory", "peak memory in MB: CUDA allocator peak, or process peak RSS on CPU"),
+    # self-pretraining (lra/spt.py, lra/spt_stage.py); the other fields above are the fine-tuning stage's
+    Field(
+        "spt",
+        "spt",
+        "null (spt=none) or the pretraining stage: objective, mask_ratio, steps, best_val_loss,"
+        " val_token_acc, checkpoint (its best.ckpt), train_loss, step_time_ms, step_time_mean_ms, timed_steps,"
+        " tokens_per_s, peak_mem_mb",
+        since=3,
+    ),
     Field("device", "job", "GPU name, or 'cpu (<n> cores)'"),
     Field("world_size", "job", "ranks (processes) of the job", since=2),
     Field("batch_size", "job", "examples per rank per batch", since=2),

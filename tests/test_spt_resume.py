@@ -1,0 +1,50 @@
+"""``lra-train ... spt=masked`` killed with SIGKILL in either stage: the same command continues the
+stage it was in and ends with the numbers of an uninterrupted run (helpers of tests/test_resume.py)."""
+
+import signal
+
+import pytest
+
+from tests.test_resume import COMPARED, LONG, ckpt_step, finish, launch, results, wait_for
+
+SPT = [*LONG, "spt=masked", "spt.steps=20", "spt.val_check_interval=5", "checkpoint.every_n_steps=5"]
+SPT_COMPARED = ("objective", "mask_ratio", "steps", "best_val_loss", "val_token_acc", "train_loss")
+
+
+def numbers(record: dict) -> dict:
+    return {**{k: record[k] for k in COMPARED}, **{f"spt.{k}": record["spt"][k] for k in SPT_COMPARED}}
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    root = tmp_path_factory.mktemp("spt_resume")
+    rc, log = finish(launch([*SPT, f"hydra.run.dir={root / 'reference'}"], root, root / "data"))
+    assert rc == 0, log[-3000:]
+    (record,) = results(root / "reference")
+    assert record["spt"]["steps"] == 20 and record["steps"] == 40
+    return root, record
+
+
+@pytest.mark.parametrize(
+    ("stage", "checkpoint"),
+    [("pretraining", "run/pretrain/checkpoints/last.ckpt"), ("fine-tuning", "run/checkpoints/last.ckpt")],
+)
+def test_sigkill_in_either_stage_resumes_to_the_uninterrupted_numbers(reference, tmp_path, stage, checkpoint):
+    root, expected = reference
+    args = [*SPT, f"hydra.run.dir={tmp_path / 'run'}"]
+    proc = launch(args, tmp_path, root / "data")
+    ckpt = wait_for(checkpoint, tmp_path, proc)
+    proc.send_signal(signal.SIGKILL)
+    assert finish(proc)[0] == -signal.SIGKILL
+    assert not (tmp_path / "run" / "result.json").exists()
+    limit = 20 if stage == "pretraining" else 40
+    assert 0 < ckpt_step(ckpt) < limit
+    assert (tmp_path / "run" / "pretrain" / "stage.json").exists() == (stage == "fine-tuning")
+
+    rc, log = finish(launch(args, tmp_path, root / "data"))
+    assert rc == 0, log[-3000:]
+    assert "Restored all states from the checkpoint" in log
+    assert ("pretraining: resuming from" in log) == (stage == "pretraining")
+    assert ("pretraining finished earlier" in log) == (stage == "fine-tuning")
+    (resumed,) = results(tmp_path)
+    assert numbers(resumed) == numbers(expected)
