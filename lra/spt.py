@@ -35,6 +35,7 @@ from lra.module import LRAModule
 OBJECTIVES = ("none", "masked", "causal")
 IGNORE = -100  # cross_entropy's ignore_index: a position that is no target
 PRETRAIN_DIR = "pretrain"  # the pretraining stage's folder inside the run folder
+STAGE_FILE = "stage.json"  # in PRETRAIN_DIR once the stage has finished: its summary (lra.spt_stage)
 SPT_KEYS = ("objective", "steps", "mask_ratio", "lr", "val_check_interval", "compute_tied", "fraction")
 
 

@@ -28,11 +28,10 @@ from lra.atomic import write_json_atomic
 from lra.build import build_datamodule, build_loggers, build_pretrain_model, build_pretrain_module, build_trainer
 from lra.callbacks import PeakMemory, StepTimer, describe_timing
 from lra.resume import checkpoints
-from lra.spt import PRETRAIN_DIR, mask_ratio, objective, stage_configs
+from lra.spt import PRETRAIN_DIR, STAGE_FILE, mask_ratio, objective, stage_configs
 from models.encoder import Encoder
 
 log = logging.getLogger(__name__)
-STAGE_FILE = "stage.json"
 MONITOR = ("spt/val/loss", "min")
 
 

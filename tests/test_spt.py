@@ -11,11 +11,22 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from lra.build import build_model, build_pretrain_model
 from lra.config import compose_config
-from lra.spt import IGNORE, PretrainModule, causal_targets, draw_mask, masked_inputs, split_steps, token_loss
+from lra.spt import (
+    IGNORE,
+    PretrainModule,
+    causal_targets,
+    draw_mask,
+    masked_inputs,
+    split_steps,
+    stage_configs,
+    token_loss,
+)
 from lra.spt_stage import encoder_state
 from lra.train import run
 from lra.validate import ConfigError, validate_config
+from models.attention import build_attention
 from tests.test_table import md_rows, table, write_result
 from tests.test_train import TINY
 
@@ -185,3 +196,49 @@ def test_reproduce_table_sweeps_both_protocols_with_spt():
     cmd = reproduce.sweep_command("mini", "text", ["vanilla", "cast"], "0", Path("out"), spt=True)
     assert "spt=none,masked" in cmd and "experiment=mini/text" in cmd
     assert "spt=none,masked" not in reproduce.sweep_command("mini", "text", ["vanilla"], "0", Path("out"))
+
+
+@pytest.mark.parametrize("impl", ["sdpa", "naive"])
+def test_causal_vanilla_at_position_i_equals_vanilla_on_the_prefix(impl):
+    torch.manual_seed(0)
+    causal = build_attention("vanilla", d_model=16, n_heads=2, impl=impl, causal=True).eval()
+    full = build_attention("vanilla", d_model=16, n_heads=2, impl=impl).eval()
+    full.load_state_dict(causal.state_dict())
+    x = torch.randn(2, 9, 16)
+    mask = torch.ones(2, 9, dtype=torch.bool)
+    mask[1, 6:] = False  # padding after the real tokens
+    y = causal(x, mask)
+    for i in range(9):
+        prefix = full(x[:, : i + 1], mask[:, : i + 1])[:, i]
+        real = mask[:, i]
+        assert torch.allclose(y[real, i], prefix[real], atol=1e-5), i
+
+
+def test_causal_spt_pretrains_the_causal_form_and_fine_tunes_the_full_one(tmp_path):
+    overrides = [*SPT, "spt=causal", "spt.steps=4", "trainer.max_steps=4", f"paths.data_dir={tmp_path}"]
+    pre, fine = stage_configs(compose_config(overrides))
+    assert build_pretrain_model(pre).encoder.blocks[0].attn.causal
+    assert not build_model(fine).encoder.blocks[0].attn.causal
+    cls = fine.model.pool == "cls"
+    assert build_model(fine).encoder.embed.num_embeddings == 17 + cls  # causal: no <mask> id
+    masked = compose_config([*overrides, "spt=masked"])
+    assert build_model(masked).encoder.embed.num_embeddings == 17 + 1 + cls  # <mask> = id 17, in both stages
+    assert build_pretrain_model(masked).head.out_features == 17  # predicts the task's ids only
+    record = run(compose_config(overrides), tmp_path / "run", overrides)
+    assert record["spt"]["objective"] == "causal" and record["spt"]["mask_ratio"] is None
+    assert record["spt"]["steps"] == 4 and math.isfinite(record["spt"]["best_val_loss"])
+
+
+def test_published_spt_rows_sit_under_our_rows_of_the_same_protocol(tmp_path, capsys):
+    causal = {"objective": "causal", "mask_ratio": None, "steps": 10}
+    write_result(tmp_path, "vanilla", "listops", 0, 0.50, spt=causal, config={"spt": causal})
+    write_result(tmp_path / "masked", "linformer", "listops", 0, 0.50, spt={**causal, "objective": "masked"})
+    write_result(tmp_path / "scratch", "vanilla", "listops", 0, 0.40)
+    out = table([tmp_path, "--compare", "published"], capsys)
+    lines = [line.split(" | ")[0].strip("| ") for line in out.splitlines() if line.startswith("| ")]
+    at = lines.index("vanilla (SPT causal)")
+    assert lines[at + 1] == "published (Transformer + SPT (causal))"
+    assert md_rows(out)["published (Transformer + SPT (causal))"][0] == "59.15"
+    assert lines[lines.index("vanilla") + 1] == "published (Transformer)"  # LRA Table 1's, from scratch
+    assert lines[lines.index("linformer (SPT masked)") + 1 :][:1] != ["published (Linformer)"]  # none for SPT
+    assert "arXiv 2405.06147" in out

@@ -48,3 +48,27 @@ def test_sigkill_in_either_stage_resumes_to_the_uninterrupted_numbers(reference,
     assert ("pretraining finished earlier" in log) == (stage == "fine-tuning")
     (resumed,) = results(tmp_path)
     assert numbers(resumed) == numbers(expected)
+
+
+def test_sigkill_in_pretraining_then_the_same_command_in_a_new_folder_adopts_the_stage(reference, tmp_path):
+    """Typed again without a fixed folder (a new timestamped run folder): the interrupted run's
+    pretraining checkpoints are copied over and the stage continues from them."""
+    root, expected = reference
+    args = [*SPT, f"paths.runs={tmp_path / 'runs'}"]
+    proc = launch(args, tmp_path, root / "data")
+    ckpt = wait_for("runs/*/*/pretrain/checkpoints/last.ckpt", tmp_path, proc)
+    proc.send_signal(signal.SIGKILL)
+    assert finish(proc)[0] == -signal.SIGKILL
+    assert 0 < ckpt_step(ckpt) < 20
+    interrupted = ckpt.parents[2]
+
+    rc, log = finish(launch(args, tmp_path, root / "data"))
+    assert rc == 0, log[-3000:]
+    assert "pretraining: resuming from" in log and "Restored all states from the checkpoint" in log
+    (resumed,) = results(tmp_path / "runs")
+    assert numbers(resumed) == numbers(expected)
+    assert resumed["resumed_from"] == [str(interrupted)]
+    assert (
+        resumed["spt"]["checkpoint"].startswith(str(tmp_path / "runs"))
+        and interrupted.name not in resumed["spt"]["checkpoint"]
+    )
