@@ -159,7 +159,8 @@ NO_EFFECT = (
 
 
 def without_no_effect(config: dict) -> dict:
-    """A copy of a resolved config (plain containers) without the ``NO_EFFECT`` keys."""
+    """A copy of a resolved config (plain containers) without the ``NO_EFFECT`` keys, and without
+    ``spt`` and ``task.spt_mask_ratio`` when ``spt.objective`` is none."""
     c = copy.deepcopy(config)
     for key in NO_EFFECT:
         *parents, last = key.split(".")
@@ -168,6 +169,13 @@ def without_no_effect(config: dict) -> dict:
             node = node.get(p, {}) if isinstance(node, dict) else {}
         if isinstance(node, dict):
             node.pop(last, None)
+    spt = c.get("spt")
+    if isinstance(spt, dict) and spt.get("objective", "none") == "none":
+        # trained from scratch: the self-pretraining settings (lra/spt.py) change nothing, so a run
+        # without them is the same config as one recorded before they existed
+        c.pop("spt")
+        if isinstance(c.get("task"), dict):
+            c["task"].pop("spt_mask_ratio", None)
     return c
 
 

@@ -59,7 +59,7 @@ def embedding_ids(cfg: DictConfig) -> int:
 def split_steps(cfg: DictConfig) -> tuple[int, int]:
     """(pretraining steps, fine-tuning steps). ``spt.compute_tied=true``: one budget of
     ``trainer.max_steps`` split as round(spt.fraction * max_steps) and the rest; else ``spt.steps``
-    and ``trainer.max_steps``."""
+    and ``trainer.max_steps`` (-1: ``trainer.max_epochs`` epochs, as Lightning reads it)."""
     total = int(cfg.trainer.max_steps)
     if not cfg.spt.compute_tied:
         return int(cfg.spt.steps), total
@@ -77,8 +77,10 @@ def stage_configs(cfg: DictConfig) -> tuple[DictConfig, DictConfig]:
         pre.trainer.max_steps = pre_steps
         if cfg.spt.lr is not None:
             pre.optim.lr = cfg.spt.lr
-        interval = cfg.spt.val_check_interval
-        pre.trainer.val_check_interval = min(int(interval), pre_steps) if interval is not None else None
+        interval = cfg.spt.val_check_interval  # steps (at most the stage's), a fraction of an epoch, or null
+        if isinstance(interval, int) and pre_steps > 0:
+            interval = min(interval, pre_steps)
+        pre.trainer.val_check_interval = interval
         if objective(cfg) == "causal":
             pre.attention.causal = True
     return pre, fine

@@ -25,7 +25,14 @@ from lightning.pytorch.loggers import Logger
 from omegaconf import DictConfig
 
 from lra.atomic import write_json_atomic
-from lra.build import build_datamodule, build_loggers, build_pretrain_model, build_pretrain_module, build_trainer
+from lra.build import (
+    build_datamodule,
+    build_loggers,
+    build_pretrain_model,
+    build_pretrain_module,
+    build_trainer,
+    total_steps,
+)
 from lra.callbacks import PeakMemory, StepTimer, describe_timing
 from lra.resume import checkpoints
 from lra.spt import PRETRAIN_DIR, STAGE_FILE, mask_ratio, objective, stage_configs
@@ -43,7 +50,8 @@ def stage_summary(run_dir: Path) -> dict | None:
 
 def run_pretraining(cfg: DictConfig, run_dir: Path, data: Path, wandb_loggers: list[Logger]) -> dict:
     """Run (or resume, or skip if finished) the pretraining stage of ``cfg``; its summary."""
-    done = stage_summary(run_dir)
+    resume = str(cfg.resume) != "never"  # auto, or a run folder whose pretrain/ lra.resume.adopt copied here
+    done = stage_summary(run_dir) if resume else None
     if done is not None:
         log.info("pretraining finished earlier (%s); fine-tuning", Path(run_dir) / PRETRAIN_DIR / STAGE_FILE)
         return done
@@ -52,13 +60,13 @@ def run_pretraining(cfg: DictConfig, run_dir: Path, data: Path, wandb_loggers: l
     csv_loggers = build_loggers(pre, stage_dir, "", wandb=False)
     trainer = build_trainer(pre, stage_dir, csv_loggers, monitor=MONITOR)
     trainer.loggers = [*trainer.loggers, *wandb_loggers]
-    found = checkpoints(stage_dir) if str(cfg.resume) == "auto" else []
+    found = checkpoints(stage_dir) if resume else []
     resume_from = str(found[0]) if found else None
     if resume_from:
         log.info("pretraining: resuming from %s", resume_from)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     dm = build_datamodule(pre, data)
-    module = build_pretrain_module(pre, build_pretrain_model(pre), int(pre.trainer.max_steps))
+    module = build_pretrain_module(pre, build_pretrain_model(pre), total_steps(pre, dm))
     trainer.fit(module, datamodule=dm, ckpt_path=resume_from)
     timer, memory = (next(c for c in trainer.callbacks if isinstance(c, t)) for t in (StepTimer, PeakMemory))
     timing, train_loss, peak = timer.summary(), module.train_loss, memory.job_peak_mb(trainer)

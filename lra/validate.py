@@ -219,8 +219,10 @@ def check_spt(cfg: DictConfig) -> Iterator[str]:
     if spt.get("lr") is not None and (not isinstance(spt.lr, int | float) or not spt.lr > 0):
         yield f"spt.lr={_show(spt.lr)}: must be a number > 0, or null for optim.lr"
     interval = spt.get("val_check_interval")
-    if interval is not None:
-        yield from _int("spt.val_check_interval", interval, 1)
+    if interval is not None and not (
+        (isinstance(interval, int) and interval >= 1) or (isinstance(interval, float) and 0 < interval <= 1)
+    ):
+        yield f"spt.val_check_interval={interval}: must be a number of steps >= 1 or a fraction of an epoch in (0, 1]"
     steps = cfg.trainer.get("max_steps")
     if spt.get("compute_tied"):
         fraction = spt.get("fraction")
@@ -231,8 +233,10 @@ def check_spt(cfg: DictConfig) -> Iterator[str]:
                 f"spt.compute_tied=true: trainer.max_steps={_show(steps)} x spt.fraction={fraction} must leave "
                 "each stage at least one step (trainer.max_steps=-1, epochs, cannot be split)"
             )
-    else:
+    elif spt.get("steps") != -1:
         yield from _int("spt.steps", spt.get("steps"), 1)
+    elif not isinstance(cfg.trainer.get("max_epochs"), int) or cfg.trainer.max_epochs < 1:
+        yield "spt.steps=-1: pretrains trainer.max_epochs epochs, which must then be an integer >= 1"
     devices = cfg.trainer.get("devices", 1)
     if devices not in (1, "1", None) or cfg.trainer.get("num_nodes", 1) != 1:
         yield f"spt={goal}: runs on one device for now; use trainer.devices=1 (or spt=none for several)"

@@ -10,9 +10,12 @@ import lightning as L
 import pytest
 import torch
 import torch.nn.functional as F
+from omegaconf import OmegaConf
 
 from lra.build import build_model, build_pretrain_model
 from lra.config import compose_config
+from lra.results import without_no_effect
+from lra.run_dir import fingerprint
 from lra.spt import (
     IGNORE,
     PretrainModule,
@@ -119,6 +122,8 @@ def test_compute_tied_splits_one_budget():
     assert split_steps(cfg) == (3, 9)
     cfg = compose_config([*TINY, "spt=masked", "spt.steps=5", "trainer.max_steps=12"])
     assert split_steps(cfg) == (5, 12)
+    pre, _ = stage_configs(compose_config(["experiment=lra/image", "spt=masked"]))  # an epoch-based preset
+    assert (pre.trainer.max_steps, pre.trainer.max_epochs, pre.trainer.val_check_interval) == (-1, 200, 1.0)
 
 
 def test_causal_spt_with_a_non_causal_mechanism_is_refused_before_any_data(tmp_path):
@@ -242,3 +247,14 @@ def test_published_spt_rows_sit_under_our_rows_of_the_same_protocol(tmp_path, ca
     assert lines[lines.index("vanilla") + 1] == "published (Transformer)"  # LRA Table 1's, from scratch
     assert lines[lines.index("linformer (SPT masked)") + 1 :][:1] != ["published (Linformer)"]  # none for SPT
     assert "arXiv 2405.06147" in out
+
+
+def test_runs_from_scratch_keep_the_fingerprint_and_table_settings_of_records_without_spt():
+    cfg = compose_config(TINY)
+    before_spt = OmegaConf.to_container(cfg, resolve=True)
+    before_spt.pop("spt")
+    before_spt["task"].pop("spt_mask_ratio")
+    assert without_no_effect(OmegaConf.to_container(cfg, resolve=True)) == without_no_effect(before_spt)
+    masked = compose_config([*TINY, "spt=masked"])
+    assert fingerprint(masked) != fingerprint(cfg)
+    assert fingerprint(compose_config([*TINY, "spt.steps=7"])) == fingerprint(cfg)  # spt=none: no effect
