@@ -14,7 +14,7 @@ from omegaconf import OmegaConf
 
 from lra.build import build_model, build_pretrain_model
 from lra.config import compose_config
-from lra.results import without_no_effect
+from lra.results import load_result, without_no_effect
 from lra.run_dir import fingerprint
 from lra.spt import (
     IGNORE,
@@ -258,3 +258,11 @@ def test_runs_from_scratch_keep_the_fingerprint_and_table_settings_of_records_wi
     masked = compose_config([*TINY, "spt=masked"])
     assert fingerprint(masked) != fingerprint(cfg)
     assert fingerprint(compose_config([*TINY, "spt.steps=7"])) == fingerprint(cfg)  # spt=none: no effect
+
+
+def test_schema_3_records_require_spt_and_older_ones_read_it_as_null(tmp_path):
+    path = write_result(tmp_path, "vanilla", "listops", 0, 0.5, schema=3, spt=...)  # spt left out
+    with pytest.raises(ValueError, match="incomplete result record, missing spt$"):
+        load_result(path)
+    old = write_result(tmp_path / "old", "vanilla", "listops", 0, 0.5, schema=2, spt=...)
+    assert load_result(old)["spt"] is None
