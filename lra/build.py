@@ -42,7 +42,8 @@ from lra.csv_log import LoggedRows, RunCSVLogger
 from lra.data.datamodule import LRADataModule
 from lra.module import LRAModule
 from lra.resume import AtomicCheckpointIO
-from models.encoder import Classifier, Encoder, PairClassifier
+from lra.spt import PretrainModule, embedding_ids, mask_ratio, objective
+from models.encoder import Classifier, Encoder, PairClassifier, TokenPredictor
 
 # constructor arguments that come from elsewhere than their config group
 MODEL_SET_HERE = ("vocab_size", "max_len", "attention", "attention_options", "lra_mask")  # task, attention
@@ -68,22 +69,51 @@ def arguments(constructor, set_here: Iterable[str]) -> list[str]:
     return [k for k in inspect.signature(constructor).parameters if k not in ("self", *set_here)]
 
 
-def build_model(cfg: DictConfig) -> torch.nn.Module:
-    """Encoder + head from the task, model and attention configs (keys equal constructor arguments);
-    the MLP width is ``d_mlp_used(cfg)``."""
+def build_encoder(cfg: DictConfig) -> Encoder:
+    """The encoder from the task, model and attention configs (keys equal constructor arguments); the MLP
+    width is ``d_mlp_used(cfg)``; under ``spt=masked`` it embeds one more id, ``<mask>`` (``lra.spt.embedding_ids``)."""
     m, task = cfg.model, cfg.task
     attention = OmegaConf.to_container(cfg.attention, resolve=True)
     options = {k: v for k, v in OmegaConf.to_container(m, resolve=True).items() if k not in MODEL_NOT_ENCODER}
     check_keys("model", [*options, *MODEL_NOT_ENCODER], [*arguments(Encoder, MODEL_SET_HERE), *MODEL_NOT_ENCODER])
     options["d_mlp"] = d_mlp_used(cfg)
-    encoder = Encoder(
-        vocab_size=task.vocab_size,
+    return Encoder(
+        vocab_size=embedding_ids(cfg),
         max_len=task.max_len,
         attention=attention.pop("name"),
         attention_options=attention,
         lra_mask=bool(OmegaConf.select(task, "mask_zero_pixels", default=False)),  # LRA's CLS mask and mean pool
         **options,
     )
+
+
+def build_pretrain_model(cfg: DictConfig) -> TokenPredictor:
+    """Encoder + a per-position head over the task's ``vocab_size`` ids (self-pretraining, ``lra.spt``)."""
+    return TokenPredictor(build_encoder(cfg), n_out=int(cfg.task.vocab_size), d_model=cfg.model.d_model)
+
+
+def build_pretrain_module(cfg: DictConfig, model: torch.nn.Module, total_steps: int = 1) -> PretrainModule:
+    """The pretraining LightningModule: the ``optim`` settings and the ``spt`` objective."""
+    optim = OmegaConf.to_container(cfg.optim, resolve=True)
+    check_keys("optim", optim, arguments(LRAModule, OPTIM_SET_HERE))
+    return PretrainModule(
+        model,
+        objective=objective(cfg),
+        mask_ratio=mask_ratio(cfg),
+        mask_id=int(cfg.task.vocab_size),
+        vocab_size=int(cfg.task.vocab_size),
+        pad_id=pad_id(cfg.task),
+        cls=cfg.model.pool == "cls",
+        seed=int(cfg.seed),
+        total_steps=total_steps,
+        **optim,
+    )
+
+
+def build_model(cfg: DictConfig) -> torch.nn.Module:
+    """Encoder + classification head from the task, model and attention configs."""
+    m, task = cfg.model, cfg.task
+    encoder = build_encoder(cfg)
     if task.pair:
         return PairClassifier(
             encoder, n_classes=task.n_classes, d_model=m.d_model, d_head=m.d_head, combine=task.combine
@@ -237,11 +267,15 @@ def check_trainer_keys(trainer: DictConfig) -> None:
     check_keys("trainer", trainer, arguments(L.Trainer.__init__, TRAINER_SET_HERE))
 
 
-def build_callbacks(cfg: DictConfig, run_dir: Path, csv_loggers: list[Logger]) -> list[L.Callback]:
+def build_callbacks(
+    cfg: DictConfig, run_dir: Path, csv_loggers: list[Logger], monitor: tuple[str, str] = ("val/acc", "max")
+) -> list[L.Callback]:
     """Measurement (step time, peak memory), the non-finite-loss stop, the CSV rows kept in
-    checkpoints, ``best.ckpt`` and ``last.ckpt``, in the order Lightning must run them."""
+    checkpoints, ``best.ckpt`` (best by ``monitor``: metric, min or max) and ``last.ckpt``, in the
+    order Lightning must run them."""
     # best.ckpt only: last.ckpt is ResumeCheckpoints' (listed after this one, so it saves after it)
-    ckpt = ModelCheckpoint(dirpath=Path(run_dir) / "checkpoints", filename="best", monitor="val/acc", mode="max")
+    metric, mode = monitor
+    ckpt = ModelCheckpoint(dirpath=Path(run_dir) / "checkpoints", filename="best", monitor=metric, mode=mode)
     return [
         StepTimer(warmup=cfg.measure.warmup_steps),
         PeakMemory(),
@@ -252,14 +286,16 @@ def build_callbacks(cfg: DictConfig, run_dir: Path, csv_loggers: list[Logger]) -
     ]
 
 
-def build_trainer(cfg: DictConfig, run_dir: Path, csv_loggers: list[Logger]) -> L.Trainer:
+def build_trainer(
+    cfg: DictConfig, run_dir: Path, csv_loggers: list[Logger], monitor: tuple[str, str] = ("val/acc", "max")
+) -> L.Trainer:
     """The Trainer with the harness's callbacks and the CSV logger (wandb joins on rank 0 once the
-    Trainer has computed the ranks)."""
+    Trainer has computed the ranks); ``best.ckpt`` is the best by ``monitor``."""
     check_trainer_keys(cfg.trainer)
     return L.Trainer(
         **OmegaConf.to_container(cfg.trainer, resolve=True),
         logger=csv_loggers or False,
-        callbacks=build_callbacks(cfg, run_dir, csv_loggers),
+        callbacks=build_callbacks(cfg, run_dir, csv_loggers, monitor),
         default_root_dir=str(run_dir),
         plugins=[AtomicCheckpointIO()],
         use_distributed_sampler=False,  # LRADataModule gives each rank its shard (and eval without padding)

@@ -64,7 +64,7 @@ class StepTimer(L.Callback):
         self.all_tokens += all_tokens
         self.real_tokens += real_tokens
         self.samples += samples
-        pl_module.log("perf/step_ms", 1000 * dt, on_step=True, on_epoch=False)
+        pl_module.log(f"{prefix(pl_module)}perf/step_ms", 1000 * dt, on_step=True, on_epoch=False)
 
     def state_dict(self) -> dict:
         """The timed steps so far: a resumed run reports the median over all of them."""
@@ -96,6 +96,11 @@ class StepTimer(L.Callback):
             "samples_per_s": self.samples / total,
             "timed_steps": len(self.times),
         }
+
+
+def prefix(pl_module: L.LightningModule) -> str:
+    """The stage's metric prefix (``spt/`` while self-pretraining, else empty)."""
+    return getattr(pl_module, "metric_prefix", "")
 
 
 def describe_timing(timing: dict) -> str:
@@ -132,7 +137,7 @@ class PeakMemory(L.Callback):
         return all_reduce(trainer, [self.peak_mb()], op="max")[0]
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
-        pl_module.log("perf/peak_mem_mb", self.peak_mb(), sync_dist=True, reduce_fx="max")
+        pl_module.log(f"{prefix(pl_module)}perf/peak_mem_mb", self.peak_mb(), sync_dist=True, reduce_fx="max")
 
 
 class NonFiniteLoss(L.Callback):

@@ -63,7 +63,11 @@ class LRAModule(L.LightningModule):
     ``train_loss`` is the mean finite training loss over the last logging interval
     (``trainer.log_every_n_steps`` optimizer steps, i.e. that many times ``accumulate_grad_batches``
     batches), kept in checkpoints so a resumed run reports the same number.
+
+    Metric names are ``train/loss``, ``val/acc``, ...; a subclass may prefix them (``metric_prefix``).
     """
+
+    metric_prefix = ""
 
     def __init__(
         self,
@@ -115,27 +119,28 @@ class LRAModule(L.LightningModule):
     def forward(self, ids: Tensor) -> Tensor:
         return self.model(ids, self.mask(ids))
 
-    def _loss(self, batch: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
-        """Logits (B, n_classes) and the mean cross-entropy (a scalar, computed in float32)."""
+    def predict_batch(self, batch: dict[str, Tensor]) -> tuple[Tensor, Tensor, Tensor]:
+        """Logits (M, n_classes), their targets (M,) and the mean cross-entropy (a scalar, in float32);
+        here M = B, one prediction per example (``lra.spt.PretrainModule``: one per masked token)."""
         logits = self(batch["ids"])
-        return logits, F.cross_entropy(logits.float(), batch["label"])
+        return logits, batch["label"], F.cross_entropy(logits.float(), batch["label"])
 
-    def _log(self, batch: dict[str, Tensor], split: str, logits: Tensor, loss: Tensor) -> None:
-        n = len(batch["label"])
-        self.acc[split + "_"](logits.argmax(-1), batch["label"])
+    def _log(self, batch: dict[str, Tensor], split: str, logits: Tensor, targets: Tensor, loss: Tensor) -> None:
+        n, p = len(batch["ids"]), self.metric_prefix
+        self.acc[split + "_"](logits.argmax(-1), targets)
         if split == "train":  # the step's loss averaged over the ranks (training_step): the global batch's
             value = torch.tensor(self.last_train_loss if math.isfinite(self.last_train_loss) else float(loss))
-            self.log("train/loss", value, on_step=True, on_epoch=False, prog_bar=True, batch_size=n)
-            self.log("train/acc", self.acc["train_"], on_step=True, on_epoch=False, prog_bar=True)
+            self.log(f"{p}train/loss", value, on_step=True, on_epoch=False, prog_bar=True, batch_size=n)
+            self.log(f"{p}train/acc", self.acc["train_"], on_step=True, on_epoch=False, prog_bar=True)
             return
         self.eval_loss[split + "_"].update(loss.detach().float(), weight=n)
         self.examples[split + "_"].update(torch.tensor(float(n), device=loss.device))
-        self.log(f"{split}/loss", self.eval_loss[split + "_"], on_step=False, on_epoch=True, prog_bar=True)
-        self.log(f"{split}/acc", self.acc[split + "_"], on_step=False, on_epoch=True, prog_bar=True)
-        self.log(f"{split}/examples", self.examples[split + "_"], on_step=False, on_epoch=True)
+        self.log(f"{p}{split}/loss", self.eval_loss[split + "_"], on_step=False, on_epoch=True, prog_bar=True)
+        self.log(f"{p}{split}/acc", self.acc[split + "_"], on_step=False, on_epoch=True, prog_bar=True)
+        self.log(f"{p}{split}/examples", self.examples[split + "_"], on_step=False, on_epoch=True)
 
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor | None:
-        logits, loss = self._loss(batch)
+        logits, targets, loss = self.predict_batch(batch)
         # under DDP the mean over the ranks (the global batch's loss): every rank keeps the same
         # numbers (so rank 0's checkpoint holds them for all) and makes the same skip decision
         (value,) = all_reduce(self.trainer, [float(loss.detach())], op="mean")
@@ -144,7 +149,7 @@ class LRAModule(L.LightningModule):
             self.recent_losses.append(value)
         elif self.on_nonfinite == "skip":
             return self._skip(value)
-        self._log(batch, "train", logits, loss)
+        self._log(batch, "train", logits, targets, loss)
         return loss
 
     def _skip(self, value: float) -> None:
@@ -179,10 +184,10 @@ class LRAModule(L.LightningModule):
         self._window_set = True
 
     def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
-        self._log(batch, "val", *self._loss(batch))
+        self._log(batch, "val", *self.predict_batch(batch))
 
     def test_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
-        self._log(batch, "test", *self._loss(batch))
+        self._log(batch, "test", *self.predict_batch(batch))
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         # Lightning does not save the random generators; dropout and clustered attention's fresh

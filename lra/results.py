@@ -60,6 +60,15 @@ FIELDS = (
     Field("samples_per_s", "timing", "examples of the timed steps over their total time"),
     Field("timed_steps", "timing", "optimizer steps timed (the first measure.warmup_steps are not)", since=2),
     Field("peak_mem_mb", "memory", "peak memory in MB: CUDA allocator peak, or process peak RSS on CPU"),
+    # self-pretraining (lra/spt.py, lra/spt_stage.py); the other fields above are the fine-tuning stage's
+    Field(
+        "spt",
+        "spt",
+        "null (spt=none) or the pretraining stage: objective, mask_ratio, steps, best_val_loss,"
+        " val_token_acc, checkpoint (its best.ckpt), train_loss, step_time_ms, step_time_mean_ms, timed_steps,"
+        " tokens_per_s, peak_mem_mb",
+        since=3,
+    ),
     Field("device", "job", "GPU name, or 'cpu (<n> cores)'"),
     Field("world_size", "job", "ranks (processes) of the job", since=2),
     Field("batch_size", "job", "examples per rank per batch", since=2),
@@ -152,7 +161,8 @@ NO_EFFECT = (
 
 
 def without_no_effect(config: dict) -> dict:
-    """A copy of a resolved config (plain containers) without the ``NO_EFFECT`` keys."""
+    """A copy of a resolved config (plain containers) without the ``NO_EFFECT`` keys, and without
+    ``spt`` and ``task.spt_mask_ratio`` when ``spt.objective`` is none."""
     c = copy.deepcopy(config)
     for key in NO_EFFECT:
         *parents, last = key.split(".")
@@ -161,6 +171,13 @@ def without_no_effect(config: dict) -> dict:
             node = node.get(p, {}) if isinstance(node, dict) else {}
         if isinstance(node, dict):
             node.pop(last, None)
+    spt = c.get("spt")
+    if isinstance(spt, dict) and spt.get("objective", "none") == "none":
+        # trained from scratch: the self-pretraining settings (lra/spt.py) change nothing, so a run
+        # without them is the same config as one recorded before they existed
+        c.pop("spt")
+        if isinstance(c.get("task"), dict):
+            c["task"].pop("spt_mask_ratio", None)
     return c
 
 

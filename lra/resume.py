@@ -19,6 +19,7 @@ again skips the jobs that finished; ``resume=never`` runs again.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from pathlib import Path
@@ -30,6 +31,7 @@ from omegaconf import DictConfig
 from lra.atomic import write_atomic, write_json_atomic
 from lra.results import load_result
 from lra.run_dir import RUN_FILE, RunDirLock, check_run_dir, fingerprint, read_run_file
+from lra.spt import PRETRAIN_DIR, STAGE_FILE
 
 log = logging.getLogger(__name__)
 
@@ -42,9 +44,16 @@ def checkpoints(run_dir: Path) -> list[Path]:
     return sorted((p for p in found if p.is_file()), key=lambda p: p.stat().st_mtime, reverse=True)
 
 
+def pretraining_progress(run_dir: Path) -> bool:
+    """Whether ``run_dir`` holds self-pretraining progress (``lra.spt_stage``): a finished stage or a checkpoint."""
+    stage = Path(run_dir) / PRETRAIN_DIR
+    return (stage / STAGE_FILE).is_file() or bool(checkpoints(stage))
+
+
 def find_previous(fp: str, roots: list[Path], exclude: Path) -> Path | None:
     """The run a new run of fingerprint ``fp`` continues: newest first, the first that finished
-    (result.json: nothing left to do) or is unfinished, unlocked and has a checkpoint."""
+    (result.json: nothing left to do) or is unfinished, unlocked and has a checkpoint (of either
+    stage under self-pretraining)."""
     runs = []
     for root in roots:
         if not root.is_dir():
@@ -54,7 +63,8 @@ def find_previous(fp: str, roots: list[Path], exclude: Path) -> Path | None:
             if info and info.get("fingerprint") == fp and f.parent.resolve() != exclude.resolve():
                 runs.append((info.get("started", 0.0), f.parent))
     for _, run_dir in sorted(runs, key=lambda r: r[0], reverse=True):
-        if (run_dir / "result.json").exists() or (not RunDirLock.held(run_dir) and checkpoints(run_dir)):
+        resumable = checkpoints(run_dir) or pretraining_progress(run_dir)
+        if (run_dir / "result.json").exists() or (not RunDirLock.held(run_dir) and resumable):
             return run_dir
     return None
 
@@ -98,22 +108,36 @@ def _retarget(obj, old: str, new: str):
     return obj
 
 
-def adopt(src_dir: Path, dst_dir: Path) -> Path:
+def adopt(src_dir: Path, dst_dir: Path) -> Path | None:
     """Copy ``src_dir``'s newest checkpoint (and ``best.ckpt``) into ``dst_dir/checkpoints``, with the
-    checkpoint callbacks' paths pointing at ``dst_dir``; returns the copy of the newest one."""
+    checkpoint callbacks' paths pointing at ``dst_dir``, and likewise its self-pretraining stage
+    (``pretrain/``: checkpoints and ``stage.json``); returns the copy of the newest checkpoint of the
+    training stage (None if it has none yet: pretraining resumes from its own copy)."""
     src_dir, dst_dir = Path(src_dir).resolve(), Path(dst_dir).resolve()
-    (dst_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
-    newest = checkpoints(src_dir)[0]
+    if pretraining_progress(src_dir):
+        src_stage, dst_stage = src_dir / PRETRAIN_DIR, dst_dir / PRETRAIN_DIR
+        found = checkpoints(src_stage)
+        copy_checkpoints(found[0] if found else None, src_stage, dst_stage, src_dir, dst_dir)
+        if (src_stage / STAGE_FILE).is_file():
+            summary = json.loads((src_stage / STAGE_FILE).read_text())
+            write_json_atomic(dst_stage / STAGE_FILE, _retarget(summary, str(src_dir), str(dst_dir)))
+    found = checkpoints(src_dir)
+    return copy_checkpoints(found[0] if found else None, src_dir, dst_dir, src_dir, dst_dir)
+
+
+def copy_checkpoints(newest: Path | None, src: Path, dst: Path, old_root: Path, new_root: Path) -> Path | None:
+    """``newest`` as ``dst/checkpoints/last.ckpt`` and ``src/checkpoints/best.ckpt`` beside it, the
+    callbacks' paths moved from ``old_root`` to ``new_root``; the copy of ``newest`` (or None)."""
+    (dst / "checkpoints").mkdir(parents=True, exist_ok=True)
     copied = None
-    for name, src in (("last.ckpt", newest), ("best.ckpt", src_dir / "checkpoints" / "best.ckpt")):
-        if not src.is_file():
+    for name, path in (("last.ckpt", newest), ("best.ckpt", src / "checkpoints" / "best.ckpt")):
+        if path is None or not path.is_file():
             continue
-        ckpt = torch.load(src, map_location="cpu", weights_only=False)
+        ckpt = torch.load(path, map_location="cpu", weights_only=False)
         if "callbacks" in ckpt:
-            ckpt["callbacks"] = _retarget(ckpt["callbacks"], str(src_dir), str(dst_dir))
-        dst = dst_dir / "checkpoints" / name
-        torch_save_atomic(ckpt, dst)
-        copied = copied or dst
+            ckpt["callbacks"] = _retarget(ckpt["callbacks"], str(old_root), str(new_root))
+        torch_save_atomic(ckpt, dst / "checkpoints" / name)
+        copied = copied or (dst / "checkpoints" / name if name == "last.ckpt" else None)
     return copied
 
 
@@ -152,6 +176,8 @@ def prepare_run_dir(cfg: DictConfig, run_dir: Path) -> str | None:
         own_checkpoints = checkpoints(run_dir) if own else []
         if own_checkpoints:
             resume_from, source = own_checkpoints[0], run_dir
+        elif own and pretraining_progress(run_dir):  # killed in (or right after) pretraining: lra.spt_stage resumes it
+            source = run_dir
         else:
             roots = [Path(cfg.paths.runs), Path(cfg.paths.multirun)]
             previous = find_previous(fp, roots, exclude=run_dir)

@@ -20,6 +20,7 @@ import csv
 import io
 import statistics
 
+from lra.published import published_entry
 from lra.table_cells import BASELINE, PATHX_CHANCE, Cell, Table
 from lra.table_stats import Interval
 
@@ -91,7 +92,7 @@ def grid(
             c = table.get(a, t)
             eff += [_num(c and c.step_ms_median, 1), _num(c and c.mem_mb_median, 0)]
         rows.append([a, *ours, *(_num(x) for x in avgs), *eff])
-        entry = (published or {}).get("accuracy", {}).get(table.attention_of(a))
+        entry = published_entry(published, a, table.attention_of(a))
         if entry is not None:
             for key in ("source", "avg6_source"):
                 if key in entry:
@@ -263,7 +264,7 @@ def to_csv(table: Table, published: dict | None = None) -> str:
     for a in table.attentions:
         attention = table.attention_of(a)
         variant = a[len(attention) :].strip().removeprefix("(").removesuffix(")")
-        entry = (published or {}).get("accuracy", {}).get(attention, {})
+        entry = published_entry(published, a, attention) or {}
         for t in table.tasks:
             c = table.get(a, t)
             if c is None:

@@ -155,15 +155,24 @@ def drop_repeats(records: Records) -> tuple[Records, list[str]]:
     return [(p, r) for p, r in records if id(r) in kept], notes
 
 
+def row_name(record: dict) -> str:
+    """The attention's name, with `` (SPT <objective>)`` for a self-pretrained run (``lra.spt``): SPT
+    runs are rows of their own, never averaged with runs trained from scratch."""
+    spt = record.get("spt") or {}
+    objective = spt.get("objective") or config_of(record).get("spt.objective", "none")
+    return record["attention"] if objective in (None, "none") else f"{record['attention']} (SPT {objective})"
+
+
 def split_rows(records: Records) -> tuple[list[tuple[str, Path, dict]], list[str]]:
     """(row label, path, record) for each record and notes on the cells that were split.
 
-    A row label is the attention's name, plus ``(key=value, ...)`` for the keys in which the runs of
-    one (attention, task) differ; a key missing from some records reads ``(not recorded)``.
+    A row label is ``row_name`` (the attention, and SPT's objective), plus ``(key=value, ...)`` for the
+    keys in which the runs of one such row and task differ; a key missing from some records reads
+    ``(not recorded)``.
     """
     cells: dict[tuple[str, str], dict[str, list[tuple[Path, dict]]]] = {}
     for path, r in records:
-        groups = cells.setdefault((r["attention"], r["task"]), {})
+        groups = cells.setdefault((row_name(r), r["task"]), {})
         groups.setdefault(_key(settings_of(r)), []).append((path, r))
     rows, notes = [], []
     for (attention, task), groups in cells.items():

@@ -54,6 +54,8 @@ from lra.measure import cpu_conditions, load_average, record_device
 from lra.results import git_sha, make_record, save_result
 from lra.resume import already_done, prepare_run_dir
 from lra.run_dir import RunDirLock, add_log_file, check_run_dir, read_run_file, save_hydra_files
+from lra.spt import objective, stage_configs
+from lra.spt_stage import load_encoder, run_pretraining
 from lra.validate import validate_config
 
 log = logging.getLogger(__name__)
@@ -76,7 +78,7 @@ def run(cfg: DictConfig, run_dir: Path, overrides: list[str], *, on_claimed: Cal
         return done
     check_run_dir(cfg, run_dir)  # before the lock, which would write its pid into a folder it may not take
     csv_loggers = build_loggers(cfg, run_dir, "", wandb=False)
-    trainer = build_trainer(cfg, run_dir, csv_loggers)
+    trainer = build_trainer(fine_tuning(cfg), run_dir, csv_loggers)
     job = job_of(trainer)
     lock = RunDirLock(run_dir).acquire() if job.is_zero else None
     try:
@@ -86,6 +88,12 @@ def run(cfg: DictConfig, run_dir: Path, overrides: list[str], *, on_claimed: Cal
     finally:
         if lock is not None:
             lock.release()
+
+
+def fine_tuning(cfg: DictConfig) -> DictConfig:
+    """The config of the classifier's training: ``cfg`` itself, or under SPT its fine-tuning stage
+    (``spt.compute_tied`` gives it what pretraining leaves of ``trainer.max_steps``)."""
+    return cfg if objective(cfg) == "none" else stage_configs(cfg)[1]
 
 
 def _run(cfg: DictConfig, run_dir: Path, overrides: list[str], trainer: L.Trainer, job: Job) -> dict:
@@ -104,36 +112,43 @@ def _run(cfg: DictConfig, run_dir: Path, overrides: list[str], trainer: L.Traine
 
     shared = rank0_decides(run_dir, job, decide)
     resume_from, folder = shared["resume_from"], Path(shared["data"])
-    L.seed_everything(cfg.seed, workers=True, verbose=job.is_zero)
-    dm = build_datamodule(cfg, folder)
-    model = build_model(cfg)
-    module = build_module(cfg, model, total_steps(cfg, dm, job.world_size))
-    n_params, vanilla = sum(p.numel() for p in model.parameters()), vanilla_params(cfg)
-    if job.is_zero:
-        log.info("%s: %s parameters, data %s, run dir %s", run_name, f"{n_params:,}", folder, run_dir)
-        over_budget = budget_warning(n_params, vanilla, matched=cfg.model.get("match_params") == "vanilla")
-        if over_budget:
-            log.warning("%s: %s", run_name, over_budget)
-        if job.world_size > 1:
-            log.info("%s: %d ranks x batch %d", run_name, job.world_size, cfg.data.batch_size)
-
+    # CSV on every rank (it writes from rank 0 only); one wandb run, from rank 0, shared by the SPT stages
+    wandb_loggers = build_loggers(cfg, run_dir, run_name, csv=False) if job.is_zero else []
     timer, memory = (next(c for c in trainer.callbacks if isinstance(c, t)) for t in (StepTimer, PeakMemory))
     ckpt = trainer.checkpoint_callback
-    # CSV on every rank (it writes from rank 0 only); one wandb run, from rank 0
-    loggers = [*trainer.loggers, *(build_loggers(cfg, run_dir, run_name, csv=False) if job.is_zero else [])]
-    trainer.loggers = loggers
-    wandb_loggers = [lg for lg in loggers if type(lg).__name__ == "WandbLogger"]
+    trainer.loggers = [*trainer.loggers, *wandb_loggers]
     try:
         try:
+            spt = None
+            if objective(cfg) != "none":  # lra.validate allows SPT on one device only
+                spt = run_pretraining(cfg, run_dir, folder, wandb_loggers)
+            fine = fine_tuning(cfg)
+            L.seed_everything(cfg.seed, workers=True, verbose=job.is_zero)
+            dm = build_datamodule(fine, folder)
+            model = build_model(fine)
+            if spt is not None and resume_from is None:  # a resumed fine-tuning restores its own weights
+                load_encoder(model.encoder, spt["checkpoint"])
+            module = build_module(fine, model, total_steps(fine, dm, job.world_size))
+            n_params, vanilla = sum(p.numel() for p in model.parameters()), vanilla_params(fine)
+            if job.is_zero:
+                log.info("%s: %s parameters, data %s, run dir %s", run_name, f"{n_params:,}", folder, run_dir)
+                over_budget = budget_warning(n_params, vanilla, matched=fine.model.get("match_params") == "vanilla")
+                if over_budget:
+                    log.warning("%s: %s", run_name, over_budget)
+                if job.world_size > 1:
+                    log.info("%s: %d ranks x batch %d", run_name, job.world_size, cfg.data.batch_size)
             trainer.fit(module, datamodule=dm, ckpt_path=resume_from)
         except SystemExit as e:
             if type(e).__name__ != "SIGTERMException":
                 raise
-            step = trainer.global_step
-            if job.is_zero:
-                log.error("%s: stopped by SIGTERM at step %d; run the same command to resume", run_name, step)
+            if job.is_zero and objective(cfg) != "none" and spt is None:
+                log.error("%s: pretraining stopped by SIGTERM; run the same command to resume", run_name)
+            elif job.is_zero:
+                log.error(
+                    "%s: stopped by SIGTERM at step %d; run the same command to resume", run_name, trainer.global_step
+                )
             else:
-                log.error("rank %d: stopped by SIGTERM at step %d", job.rank, step)
+                log.error("rank %d: stopped by SIGTERM at step %d", job.rank, trainer.global_step)
                 wait_for_spawner()
             raise SystemExit(128 + signal.SIGTERM) from None
         # before testing, which restores the callbacks' and the module's state from the best checkpoint
@@ -153,7 +168,7 @@ def _run(cfg: DictConfig, run_dir: Path, overrides: list[str], trainer: L.Traine
                 "task": cfg.task.name,
                 "attention": cfg.attention.name,
                 "seed": int(cfg.seed),
-                "model": {**{k: cfg.model[k] for k in ("n_layers", "d_model", "n_heads")}, "d_mlp": d_mlp_used(cfg)},
+                "model": {**{k: cfg.model[k] for k in ("n_layers", "d_model", "n_heads")}, "d_mlp": d_mlp_used(fine)},
                 "params": n_params,
                 "params_vs_vanilla": n_params / vanilla,
             },
@@ -170,6 +185,7 @@ def _run(cfg: DictConfig, run_dir: Path, overrides: list[str], trainer: L.Traine
             },
             timing=timing,
             memory={"peak_mem_mb": peak_mb},
+            spt={"spt": spt},
             job={
                 "device": record_device(memory.device),
                 "world_size": job.world_size,

@@ -19,10 +19,19 @@ import torch
 from omegaconf import DictConfig
 from torch import nn
 
-from lra.build import MATCH_PARAMS, build_model, build_module, check_trainer_keys
+from lra.build import (
+    MATCH_PARAMS,
+    build_model,
+    build_module,
+    build_pretrain_model,
+    build_pretrain_module,
+    check_keys,
+    check_trainer_keys,
+)
 from lra.data.prepared import prepared_dir, read_manifest
 from lra.data.sources import data_path_exists
 from lra.data.tasks import TASKS
+from lra.spt import OBJECTIVES, SPT_KEYS, stage_configs
 from models.attention import available, declaration
 
 log = logging.getLogger(__name__)
@@ -189,6 +198,64 @@ def warnings_for(cfg: DictConfig) -> Iterator[str]:
         yield from declared.warnings({k: v for k, v in a.items() if k != "name"}, n)
 
 
+def check_spt(cfg: DictConfig) -> Iterator[str]:
+    """The ``spt`` group (lra/spt.py): objective, budgets, mask ratio; ``causal`` needs a causal form."""
+    spt = cfg.get("spt")
+    if spt is None:
+        return
+    yield from _refused(lambda: check_keys("spt", spt, SPT_KEYS))
+    goal = spt.get("objective")
+    if goal not in OBJECTIVES:
+        yield f"spt.objective={_show(goal)}: must be one of {', '.join(OBJECTIVES)} (or choose spt=none|masked|causal)"
+        return
+    if goal == "none":
+        return
+    name = cfg.attention.name
+    if goal == "causal" and name in available() and not declaration(name).causal:
+        causal = [n for n in available() if declaration(n).causal]
+        yield (
+            f"spt=causal: attention '{name}' has no causal form; use spt=masked "
+            f"(causal forms: {', '.join(causal) or 'none'})"
+        )
+    ratio = spt.get("mask_ratio")
+    ratio = cfg.task.get("spt_mask_ratio") if ratio is None else ratio
+    key = "spt.mask_ratio" if spt.get("mask_ratio") is not None else "task.spt_mask_ratio"
+    if goal == "masked" and (isinstance(ratio, bool) or not isinstance(ratio, int | float) or not 0 < ratio < 1):
+        yield f"{key}={_show(ratio)}: must be a number in (0, 1), the fraction of real tokens masked"
+    if spt.get("lr") is not None and (not isinstance(spt.lr, int | float) or not spt.lr > 0):
+        yield f"spt.lr={_show(spt.lr)}: must be a number > 0, or null for optim.lr"
+    interval = spt.get("val_check_interval")
+    if interval is not None and not (
+        (isinstance(interval, int) and interval >= 1) or (isinstance(interval, float) and 0 < interval <= 1)
+    ):
+        yield f"spt.val_check_interval={interval}: must be a number of steps >= 1 or a fraction of an epoch in (0, 1]"
+    steps = cfg.trainer.get("max_steps")
+    if spt.get("compute_tied"):
+        fraction = spt.get("fraction")
+        if isinstance(fraction, bool) or not isinstance(fraction, int | float) or not 0 < fraction < 1:
+            yield f"spt.fraction={_show(fraction)}: must be in (0, 1), pretraining's share of trainer.max_steps"
+        elif not isinstance(steps, int) or steps < 1 or not 1 <= round(fraction * steps) < steps:
+            yield (
+                f"spt.compute_tied=true: trainer.max_steps={_show(steps)} x spt.fraction={fraction} must leave "
+                "each stage at least one step (trainer.max_steps=-1, epochs, cannot be split)"
+            )
+    elif spt.get("steps") != -1:
+        yield from _int("spt.steps", spt.get("steps"), 1)
+    elif not isinstance(cfg.trainer.get("max_epochs"), int) or cfg.trainer.max_epochs < 1:
+        yield "spt.steps=-1: pretrains trainer.max_epochs epochs, which must then be an integer >= 1"
+    devices = cfg.trainer.get("devices", 1)
+    if devices not in (1, "1", None) or cfg.trainer.get("num_nodes", 1) != 1:
+        yield f"spt={goal}: runs on one device for now; use trainer.devices=1 (or spt=none for several)"
+
+
+def check_spt_model(cfg: DictConfig) -> Iterator[str]:
+    """The pretraining model and module built on the meta device (the causal form included)."""
+    if cfg.get("spt") is None or cfg.spt.objective == "none":
+        return
+    pre, _ = stage_configs(cfg)
+    yield from _refused(lambda: build_pretrain_module(pre, build_pretrain_model(pre)))
+
+
 def check_resume(cfg: DictConfig) -> Iterator[str]:
     """``resume`` (auto, never or an existing path) and ``checkpoint.every_n_steps`` (null or >= 1)."""
     every = cfg.checkpoint.every_n_steps
@@ -215,6 +282,7 @@ def validate_config(cfg: DictConfig) -> None:
         *check_data(cfg.data),
         *check_resume(cfg),
         *check_seed(cfg.seed),
+        *check_spt(cfg),
         *check_trainer(
             cfg.trainer,
             cfg.optim,
@@ -223,7 +291,7 @@ def validate_config(cfg: DictConfig) -> None:
         ),
     ]
     if not problems:  # the model's constructors assume the simple rules hold
-        problems = list(check_built_model(cfg))
+        problems = [*check_built_model(cfg), *check_spt_model(cfg)]
     if problems:
         raise ConfigError("invalid configuration (nothing was prepared or trained):\n  " + "\n  ".join(problems))
     for warning in warnings_for(cfg):

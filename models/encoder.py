@@ -130,6 +130,17 @@ class Encoder(nn.Module):
 
     def forward(self, ids: Tensor, mask: Tensor | None = None) -> Tensor:
         """ids: (B, N) long; mask: (B, N) bool, True = real token, or None (no padding)."""
+        x, mask = self.tokens(ids, mask)  # (B, N', D)
+        if self.pool == "cls":
+            return x[:, 0]
+        if mask is None or self.lra_mask:  # LRA's MEAN pooling averages every position
+            return x.mean(dim=1)
+        w = mask[..., None].to(x.dtype)
+        return (x * w).sum(dim=1) / w.sum(dim=1).clamp_min(1.0)
+
+    def tokens(self, ids: Tensor, mask: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
+        """Per-position features before pooling: (B, N', D) and their mask (B, N') or None, where
+        N' = N + 1 with ``pool='cls'`` (the CLS token at position 0), else N."""
         b, n = ids.shape
         if self.pool == "cls":
             cls = torch.full((b, 1), self.vocab_size, dtype=ids.dtype, device=ids.device)
@@ -146,13 +157,7 @@ class Encoder(nn.Module):
         x = self.drop(x)
         for block in self.blocks:
             x = block(x, mask)
-        x = self.norm(x)
-        if self.pool == "cls":
-            return x[:, 0]
-        if mask is None or self.lra_mask:  # LRA's MEAN pooling averages every position
-            return x.mean(dim=1)
-        w = mask[..., None].to(x.dtype)
-        return (x * w).sum(dim=1) / w.sum(dim=1).clamp_min(1.0)
+        return self.norm(x), mask
 
 
 class Classifier(nn.Module):
@@ -190,3 +195,16 @@ class PairClassifier(nn.Module):
         u, v = pooled.view(b, 2, -1).unbind(1)  # (B, D) each
         feats = [u, v, u * v, u - v] if self.combine == "paper" else [u, v]
         return self.head(torch.cat(feats, dim=-1))
+
+
+class TokenPredictor(nn.Module):
+    """Sequences -> per-position logits over ``n_out`` ids (self-pretraining's head): encoder features
+    (B, N', D) through a linear layer, (B, N', n_out). Position 0 is the CLS token with ``pool='cls'``."""
+
+    def __init__(self, encoder: Encoder, *, n_out: int, d_model: int):
+        super().__init__()
+        self.encoder = encoder
+        self.head = nn.Linear(d_model, n_out)
+
+    def forward(self, ids: Tensor, mask: Tensor | None = None) -> Tensor:
+        return self.head(self.encoder.tokens(ids, mask)[0])

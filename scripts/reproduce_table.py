@@ -2,6 +2,7 @@
 
     python scripts/reproduce_table.py lra --print             # the commands only, nothing runs
     python scripts/reproduce_table.py mini                    # mini LRA on this machine
+    python scripts/reproduce_table.py mini --spt              # ... from scratch and with masked self-pretraining
     python scripts/reproduce_table.py lra --launcher slurm --seeds 0,1,2 trainer=gpu hydra.launcher.partition=gpu
 
 TABLE is ``lra`` (``experiment=lra/<task>``: the LRA reference settings) or ``mini``
@@ -12,7 +13,10 @@ new task joins by itself) gets one sweep over every registered attention mechani
 ``OUT/<task>``; then ``lra-table`` writes ``results/tables/<table>-<device>.md``. A task whose
 preset is not written yet, or whose data are not prepared, is reported (with the command that
 prepares it) and skipped; a sweep that fails is reported and the others go on. Trailing
-``key=value`` arguments are added to every sweep.
+``key=value`` arguments are added to every sweep. ``--spt`` sweeps ``spt=none,masked`` too (lra/spt.py:
+each preset with its own pretraining budget, ``spt.steps`` = the preset's steps; add
+``spt.compute_tied=true`` to split the preset's steps between the stages instead); the table shows the
+SPT runs as rows of their own (``vanilla (SPT masked)``).
 """
 
 from __future__ import annotations
@@ -51,14 +55,17 @@ def sweep_command(
     sweep_dir: Path,
     launcher: str = "basic",
     extra: list[str] | None = None,
+    spt: bool = False,
 ) -> list[str]:
-    """One task's sweep over every attention and seed, as an ``lra-train -m`` command line."""
+    """One task's sweep over every attention and seed (and with ``spt`` both protocols, from scratch
+    and with masked self-pretraining), as an ``lra-train -m`` command line."""
     return [
         "lra-train",
         "-m",
         f"experiment={table}/{task}",
         f"attention={','.join(attentions)}",
         f"seed={seeds}",
+        *(["spt=none,masked"] if spt else []),
         *LAUNCHERS[launcher],
         f"hydra.sweep.dir={sweep_dir}",
         *(extra or []),
@@ -136,6 +143,7 @@ def main(argv: list[str] | None = None) -> int:
         default="basic",
         help="basic: one run after another here; slurm: one SLURM job per run (configs/hydra/launcher/slurm.yaml)",
     )
+    p.add_argument("--spt", action="store_true", help="sweep spt=none,masked: without and with self-pretraining")
     p.add_argument("--seeds", default="0,1,2", help="comma-separated seeds (default %(default)s)")
     p.add_argument("--out", type=Path, help="sweep folders go to OUT/<task> (default multirun/<table>-<date>_<time>)")
     p.add_argument("--table-out", type=Path, help="the table file (default results/tables/<table>-<device>.md)")
@@ -147,7 +155,9 @@ def main(argv: list[str] | None = None) -> int:
         p.error(f"--seeds must be comma-separated integers, got '{a.seeds}'")
     out = a.out or Path("multirun") / f"{a.table}-{time.strftime('%Y-%m-%d_%H-%M-%S')}"
     attentions = available()
-    commands = {t: sweep_command(a.table, t, attentions, a.seeds, out / t, a.launcher, extra) for t in TASK_NAMES}
+    commands = {
+        t: sweep_command(a.table, t, attentions, a.seeds, out / t, a.launcher, extra, a.spt) for t in TASK_NAMES
+    }
     if a.print:
         for cmd in commands.values():
             print(shlex.join(cmd))

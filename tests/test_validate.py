@@ -37,7 +37,7 @@ REFUSED = {
     "cast clustering": (["attention=cast", "attention.clustering=kmeans"], "cast clustering must be one of"),
     "attention option": (
         ["+attention.window=4"],
-        "attention 'vanilla' got unknown option(s) window; valid options: impl",
+        "attention 'vanilla' got unknown option(s) window; valid options: causal, impl",
     ),
     "lr 0": (["optim.lr=0"], "optim.lr=0: must be a finite number > 0"),
     "lr < 0": (["optim.lr=-0.001"], "optim.lr=-0.001: must be a finite number > 0"),
