@@ -52,7 +52,10 @@ def _published_value(entry: dict, key: str) -> float | None:
 
 
 def cite(source: dict) -> str:
-    """A short citation of a published source: first author et al., table, arXiv id."""
+    """A short citation of a published source: first author et al., table, arXiv id; or the source's own
+    ``cite`` where the numbers are quoted from another paper than the one that made them."""
+    if source.get("cite"):
+        return source["cite"]
     return f"{source['authors'].split(',')[0]} et al., {source['table']}, arXiv {source['arxiv']}"
 
 

@@ -242,10 +242,11 @@ def test_published_spt_rows_sit_under_our_rows_of_the_same_protocol(tmp_path, ca
     out = table([tmp_path, "--compare", "published"], capsys)
     lines = [line.split(" | ")[0].strip("| ") for line in out.splitlines() if line.startswith("| ")]
     at = lines.index("vanilla (SPT causal)")
-    assert lines[at + 1] == "published (Transformer + SPT (causal))"
-    assert md_rows(out)["published (Transformer + SPT (causal))"][0] == "59.15"
-    assert lines[lines.index("vanilla") + 1] == "published (Transformer)"  # LRA Table 1's, from scratch
-    assert lines[lines.index("linformer (SPT masked)") + 1 :][:1] != ["published (Linformer)"]  # none for SPT
+    spt_row = "published: Transformer + SPT (causal) (Amos et al.'s numbers as quoted in Table 1 of arXiv 2405.06147)"
+    assert lines[at + 1] == spt_row
+    assert md_rows(out)[spt_row][0] == "59.15"
+    assert lines[lines.index("vanilla") + 1].startswith("published: Transformer (Tay et al., Table 1")  # from scratch
+    assert not lines[lines.index("linformer (SPT masked)") + 1].startswith("published")  # none for SPT rows
     assert "arXiv 2405.06147" in out
 
 
