@@ -68,7 +68,7 @@ def test_a_wrong_shape_fails_the_shape_rule(capsys):
         (["tests.broken_attention:Nope"], "module 'tests.broken_attention' has no class 'Nope'"),
         (["tests.broken_attention:F"], "tests.broken_attention:F is not an nn.Module class"),
         (["nope"], "unknown attention 'nope'; available: .*vanilla.*; or give a class as module:Class"),
-        (["vanilla", "--opt", "imp=naive"], "--opt imp: not an option of vanilla; valid: impl"),
+        (["vanilla", "--opt", "imp=naive"], "--opt imp: not an option of vanilla; valid: causal, impl"),
         (["vanilla", "--opt", "impl"], "--opt impl: write it as key=value"),
         (["vanilla", "--opt", "impl=fast"], "vanilla refuses these options .*impl must be one of"),
         (["vanilla", "--d-model", "30"], "--d-model 30 is not divisible by --heads 4"),
