@@ -161,8 +161,10 @@ NO_EFFECT = (
 
 
 def without_no_effect(config: dict) -> dict:
-    """A copy of a resolved config (plain containers) without the ``NO_EFFECT`` keys, and without
-    ``spt`` and ``task.spt_mask_ratio`` when ``spt.objective`` is none."""
+    """A copy of a resolved config (plain containers) without the ``NO_EFFECT`` keys, without
+    ``spt`` and ``task.spt_mask_ratio`` when ``spt.objective`` is none, and without
+    ``model.match_params`` when it is null (the width as configured: what every run did before the
+    switch existed), so that older records and runs compare and resume as the same settings."""
     c = copy.deepcopy(config)
     for key in NO_EFFECT:
         *parents, last = key.split(".")
@@ -178,6 +180,9 @@ def without_no_effect(config: dict) -> dict:
         c.pop("spt")
         if isinstance(c.get("task"), dict):
             c["task"].pop("spt_mask_ratio", None)
+    model = c.get("model")
+    if isinstance(model, dict) and model.get("match_params", "absent") is None:
+        model.pop("match_params")
     return c
 
 

@@ -115,3 +115,20 @@ def test_the_warning_names_both_counts_and_the_fix_that_is_left():
         "2.50x vanilla's 1,000 at this task and model size (LRA's budget: at most 1.10x);"
         " even with model.match_params=vanilla; lower the attention's own sizes"
     )
+
+
+def test_match_params_off_keeps_the_fingerprint_and_table_settings_of_records_without_the_switch():
+    """Runs recorded before model.match_params existed (no key) and today's runs with it null are the
+    same settings: one table cell, and a killed run of either resumes; matching on is a new setting."""
+    from omegaconf import OmegaConf
+
+    from lra.config import compose_config
+    from lra.results import without_no_effect
+    from lra.run_dir import fingerprint
+
+    overrides = ["experiment=mini/listops", "trainer.max_steps=2"]
+    cfg = compose_config(overrides)
+    before = OmegaConf.to_container(cfg, resolve=True)
+    before["model"].pop("match_params")
+    assert without_no_effect(OmegaConf.to_container(cfg, resolve=True)) == without_no_effect(before)
+    assert fingerprint(compose_config([*overrides, "model.match_params=vanilla"])) != fingerprint(cfg)
