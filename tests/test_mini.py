@@ -16,8 +16,8 @@ from lra.data import synthetic
 from lra.data.prepared import MissingDataError, load_split, read_manifest
 from lra.data.tasks import TASKS, ensure_prepared
 from lra.results import load_result
+from tests.scripts import load_script
 from tests.task_data import prepared_bytes
-from tests.test_table import _reproduce_module
 
 ROOT = Path(__file__).resolve().parents[1]
 # Each preset with its data shrunk to a few examples (its own sizes take minutes to generate and train).
@@ -57,7 +57,7 @@ def test_preset_prepares_offline_on_first_use(name, tmp_path):
 
 
 def test_reproduce_table_runs_every_mini_task(tmp_path):
-    reproduce = _reproduce_module()
+    reproduce = load_script("reproduce_table")
     for name in SMALL:
         assert reproduce.skip_reason("mini", name, [f"paths.data_dir={tmp_path}"]) is None, name
 
@@ -139,7 +139,7 @@ def test_lra_train_sweeps_mini_text_with_each_mechanism_sized_for_it(tmp_path):
 
 
 def test_the_mini_table_says_what_it_is():
-    reproduce = _reproduce_module()
+    reproduce = load_script("reproduce_table")
     records = [{"device": "cpu (2 cores)", "wall_s": w} for w in (10.0, 30.0, 20.0)]
     text = reproduce.preamble("mini", ["mini", "--seeds", "0"], time.time() - 90, 1.5, records)
     assert text.startswith("# mini table: 3 runs\n\n**A pipeline check on generated and synthetic data, not a")

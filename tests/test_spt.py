@@ -2,7 +2,6 @@
 refusals, and one command that pretrains then fine-tunes from the best pretraining checkpoint."""
 
 import csv
-import importlib.util
 import math
 from pathlib import Path
 
@@ -30,6 +29,7 @@ from lra.spt_stage import encoder_state
 from lra.train import run
 from lra.validate import ConfigError, validate_config
 from models.attention import build_attention
+from tests.scripts import load_script
 from tests.test_table import md_rows, table, write_result
 from tests.test_train import TINY
 
@@ -195,9 +195,7 @@ def test_lra_table_shows_spt_runs_as_rows_of_their_own(tmp_path, capsys):
 
 
 def test_reproduce_table_sweeps_both_protocols_with_spt():
-    spec = importlib.util.spec_from_file_location("reproduce_table", REPO / "scripts" / "reproduce_table.py")
-    reproduce = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(reproduce)
+    reproduce = load_script("reproduce_table")
     cmd = reproduce.sweep_command("mini", "text", ["vanilla", "cast"], "0", Path("out"), spt=True)
     assert "spt=none,masked" in cmd and "experiment=mini/text" in cmd
     assert "spt=none,masked" not in reproduce.sweep_command("mini", "text", ["vanilla"], "0", Path("out"))

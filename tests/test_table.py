@@ -1,7 +1,6 @@
 """lra-table on result.json files written here, results/published.yaml, and a real two-run sweep."""
 
 import csv
-import importlib.util
 import io
 import json
 import os
@@ -18,6 +17,7 @@ from lra.table import FIVE, TASKS
 from lra.table import main as lra_table
 from lra.table_render import latex_escape
 from models.attention import available
+from tests.scripts import load_script
 from tests.test_train import TINY
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -285,15 +285,8 @@ def test_a_two_run_sweep_makes_a_table_with_two_seeds(tmp_path, capsys):
     assert cell.endswith("] n=2"), cell
 
 
-def _reproduce_module():
-    spec = importlib.util.spec_from_file_location("reproduce_table", ROOT / "scripts" / "reproduce_table.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_reproduce_print_covers_every_task_and_mechanism(capsys):
-    assert _reproduce_module().main(["lra", "--print", "--seeds", "0,1", "--out", "sweeps"]) == 0
+    assert load_script("reproduce_table").main(["lra", "--print", "--seeds", "0,1", "--out", "sweeps"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert len(lines) == len(TASKS)
     for task, line in zip(TASKS, lines):
@@ -352,7 +345,7 @@ def test_slurm_launcher_config_composes_and_writes_the_sbatch_script(tmp_path, m
 
 
 def test_reproduce_reports_what_it_cannot_run(tmp_path):
-    reproduce = _reproduce_module()
+    reproduce = load_script("reproduce_table")
     assert reproduce.skip_reason("nope", "listops", []) == "no preset configs/experiment/nope/listops.yaml yet"
     reason = reproduce.skip_reason("lra", "listops", ["task.source=release", f"paths.data_dir={tmp_path}"])
     assert f"no prepared data at {tmp_path / 'listops' / 'lra'}" in reason

@@ -1,6 +1,5 @@
 """Equal-budget tuning: the hparams_search files and a real Optuna sweep of lra-train (two trials)."""
 
-import importlib.util
 import os
 import subprocess
 import sys
@@ -13,6 +12,7 @@ from omegaconf import OmegaConf
 from lra.config import CONFIG_DIR
 from lra.results import load_result
 from models.attention import available
+from tests.scripts import load_script
 
 ROOT = Path(__file__).resolve().parents[1]
 SEARCHES = sorted(p.stem for p in (ROOT / "configs" / "hparams_search").glob("*.yaml"))
@@ -94,15 +94,8 @@ def test_a_two_trial_optuna_sweep_writes_the_best_config_and_its_val_acc(tmp_pat
     assert any(chose_the_best(r) for r in winners)
 
 
-def _tune_module():
-    spec = importlib.util.spec_from_file_location("tune", ROOT / "scripts" / "tune.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_tune_print_gives_every_mechanism_the_same_budget_and_seeds(capsys):
-    assert _tune_module().main(["mini", "listops", "--print", "--trials", "7", "--sampler-seed", "3"]
+    assert load_script("tune").main(["mini", "listops", "--print", "--trials", "7", "--sampler-seed", "3"]
                                + ["--seeds", "0,1", "--n-jobs", "2", "--out", "o", "trainer=cpu"]) == 0  # fmt: skip
     lines = [line.split() for line in capsys.readouterr().out.splitlines()]
     assert len(lines) == 2 * len(available())
@@ -118,7 +111,7 @@ def test_tune_print_gives_every_mechanism_the_same_budget_and_seeds(capsys):
 
 
 def test_tune_refuses_an_unknown_task_or_mechanism_naming_the_valid_ones(capsys):
-    tune = _tune_module()
+    tune = load_script("tune")
     with pytest.raises(SystemExit):
         tune.main(["mini", "nope", "--print"])
     assert (
@@ -132,7 +125,7 @@ def test_tune_refuses_an_unknown_task_or_mechanism_naming_the_valid_ones(capsys)
 def test_tune_searches_then_reruns_the_best_config_on_every_seed(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("LRA_DATA_DIR", str(tmp_path / "data"))
     out = tmp_path / "tune"
-    rc = _tune_module().main(
+    rc = load_script("tune").main(
         ["mini", "listops", "--mechanisms", "vanilla", "--trials", "1", "--seeds", "0,1", "--out", str(out), *SECONDS]
     )
     assert rc == 0
